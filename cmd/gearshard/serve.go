@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+
+	"gearshard/engine"
+	"gearshard/netio"
+)
+
+// ServeCmd takes gearmand's flags under gearmand's names.
+type ServeCmd struct {
+	Port              int      `short:"p" default:"4730" env:"GEARMAND_PORT" help:"Port the server listens on."`
+	Listen            string   `short:"L" default:"" help:"Address the server listens on (default: all)."`
+	Threads           int      `short:"t" default:"0" help:"Event loops (I/O threads); 0 means one per core."`
+	Shards            int      `default:"0" help:"Job state shards; 0 means one per event loop."`
+	Backlog           int      `short:"b" default:"32" help:"Number of backlog connections for listen."`
+	JobRetries        int      `short:"j" default:"0" help:"Fail a job after this many worker losses (0 = retry forever)."`
+	RoundRobin        bool     `short:"R" help:"Accepted for gearmand compatibility: workers are always served round-robin across their functions."`
+	WorkerWakeup      int      `short:"w" default:"0" help:"Workers to wake (NOOP) per queued job; 0 wakes all."`
+	JobHandlePrefix   string   `default:"" help:"Job handle prefix (default: H:<hostname>)."`
+	Exceptions        bool     `help:"Forward WORK_EXCEPTION to every client, not only those that asked."`
+	LogFile           string   `short:"l" default:"stderr" help:"Log file, or stderr, or none."`
+	Verbose           string   `default:"ERROR" enum:"FATAL,ALERT,CRITICAL,ERROR,WARNING,NOTICE,INFO,DEBUG" help:"Log level: FATAL ALERT CRITICAL ERROR WARNING NOTICE INFO DEBUG."`
+	PidFile           string   `short:"P" default:"" help:"File to write the process ID to."`
+	FileDescriptors   int      `short:"f" default:"0" help:"Number of file descriptors to allow (setrlimit); 0 keeps the current limit."`
+	QueueType         string   `short:"q" default:"builtin" help:"Persistent queue type (builtin: memory only)."`
+	Protocol          []string `short:"r" help:"Extra protocol to load (http)."`
+	Keepalive         bool     `help:"Enable TCP keepalive on connections."`
+	KeepaliveIdle     int      `default:"-1" help:"Seconds of idleness before keepalive probes (-1: system default)."`
+	KeepaliveInterval int      `default:"-1" help:"Seconds between keepalive probes (-1: system default)."`
+	KeepaliveCount    int      `default:"-1" help:"Keepalive probes before the connection is dropped (-1: system default)."`
+	HashtableBuckets  int      `default:"991" help:"Accepted for gearmand compatibility; the job table grows as needed."`
+	MaxPacketSize     int      `default:"67108864" help:"Largest packet payload accepted, in bytes."`
+	MaxOutputBytes    int      `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
+	Version           bool     `short:"V" help:"Print the version and exit."`
+}
+
+// levels maps gearmand's verbosity names onto zerolog levels.
+var levels = map[string]zerolog.Level{
+	"FATAL": zerolog.FatalLevel, "ALERT": zerolog.FatalLevel, "CRITICAL": zerolog.FatalLevel,
+	"ERROR": zerolog.ErrorLevel, "WARNING": zerolog.WarnLevel, "NOTICE": zerolog.InfoLevel,
+	"INFO": zerolog.InfoLevel, "DEBUG": zerolog.DebugLevel,
+}
+
+func (c *ServeCmd) validate() error {
+	switch {
+	case c.Port < 0 || c.Port > 65535:
+		return usagef("--port %d: must be 0..65535", c.Port)
+	case c.Threads < 0:
+		return usagef("--threads %d: must be >= 0", c.Threads)
+	case c.Shards < 0:
+		return usagef("--shards %d: must be >= 0", c.Shards)
+	case c.JobRetries < 0 || c.JobRetries > 255:
+		return usagef("--job-retries %d: must be 0..255", c.JobRetries)
+	case c.WorkerWakeup < 0:
+		return usagef("--worker-wakeup %d: must be >= 0", c.WorkerWakeup)
+	case c.MaxPacketSize < 1024:
+		return usagef("--max-packet-size %d: must be at least 1024", c.MaxPacketSize)
+	case c.MaxOutputBytes < c.MaxPacketSize:
+		return usagef("--max-output-bytes must be at least --max-packet-size")
+	case !strings.EqualFold(c.QueueType, "builtin"):
+		return usagef("--queue-type %q: not available in this build (builtin)", c.QueueType)
+	}
+	for _, p := range c.Protocol {
+		return usagef("--protocol %q: not available in this build", p)
+	}
+	return nil
+}
+
+// Run starts the server and blocks until it is stopped by a signal or the
+// admin "shutdown" command.
+func (c *ServeCmd) Run(stdout io.Writer) error {
+	if c.Version {
+		fmt.Fprintf(stdout, "gearshard %s\n", Version)
+		return nil
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	log, closeLog, err := openLog(c.LogFile, levels[strings.ToUpper(c.Verbose)])
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	if c.FileDescriptors > 0 {
+		lim := syscall.Rlimit{Cur: uint64(c.FileDescriptors), Max: uint64(c.FileDescriptors)}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return fmt.Errorf("--file-descriptors %d: %w", c.FileDescriptors, err)
+		}
+	}
+	if c.PidFile != "" {
+		if err := os.WriteFile(c.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return fmt.Errorf("--pid-file: %w", err)
+		}
+		defer os.Remove(c.PidFile)
+	}
+	srv, err := c.start(log)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			log.Info().Str("signal", sig.String()).Msg("shutting down")
+			srv.shutdown(sig == syscall.SIGUSR1)
+		}
+	}()
+	return srv.wait()
+}
+
+// server is a running gearshard: engine, admin and network layer.
+type server struct {
+	eng  *engine.Engine
+	net  *netio.Server
+	log  zerolog.Logger
+	errc chan error
+	once sync.Once
+}
+
+// start builds and starts a server from the flags; it returns once the
+// port accepts connections.
+func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
+	loops := c.Threads
+	if loops == 0 {
+		loops = runtime.NumCPU()
+	}
+	shards := c.Shards
+	if shards == 0 {
+		shards = loops
+	}
+	eng, err := engine.New(engine.Options{
+		Shards:       shards,
+		HandlePrefix: c.JobHandlePrefix,
+		JobRetries:   c.JobRetries,
+		WorkerWakeup: c.WorkerWakeup,
+		Exceptions:   c.Exceptions,
+		Log:          log,
+	})
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	s := &server{eng: eng, log: log, errc: make(chan error, 1)}
+	verbose := strings.ToUpper(c.Verbose)
+	adm := engine.NewAdmin(eng, engine.AdminConfig{
+		Version:  Version,
+		PID:      os.Getpid(),
+		Verbose:  func() string { return verbose },
+		Shutdown: func(graceful bool) { go s.shutdown(graceful) },
+	})
+	keep := func(sec int) time.Duration {
+		if sec <= 0 {
+			return 0
+		}
+		return time.Duration(sec) * time.Second
+	}
+	s.net = netio.New(eng, adm, netio.Options{
+		Listen:            c.Listen,
+		Port:              c.Port,
+		Loops:             loops,
+		Backlog:           c.Backlog,
+		MaxPacket:         c.MaxPacketSize,
+		MaxOutput:         c.MaxOutputBytes,
+		KeepAlive:         c.Keepalive,
+		KeepAliveIdle:     keep(c.KeepaliveIdle),
+		KeepAliveInterval: keep(c.KeepaliveInterval),
+		KeepAliveCount:    max(c.KeepaliveCount, 0),
+		Log:               log,
+	})
+	go func() { s.errc <- s.net.Serve() }()
+	if s.net.WaitReady() == nil {
+		err := <-s.errc
+		eng.Close()
+		return nil, fmt.Errorf("cannot listen on %s: %w", hostPort(c.Listen, c.Port), err)
+	}
+	log.Info().Str("addr", s.net.WaitReady().String()).Int("loops", loops).Int("shards", shards).
+		Str("version", Version).Msg("gearshard ready")
+	return s, nil
+}
+
+func hostPort(host string, port int) string { return host + ":" + strconv.Itoa(port) }
+
+// shutdown stops the server; graceful first stops taking connections and
+// waits for running jobs to finish.
+func (s *server) shutdown(graceful bool) {
+	s.once.Do(func() {
+		if graceful {
+			s.net.Drain()
+			for s.eng.RunningJobs() > 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.net.Stop(ctx); err != nil {
+			s.log.Error().Err(err).Msg("stopping the network layer")
+		}
+	})
+}
+
+// wait blocks until the network layer has stopped.
+func (s *server) wait() error {
+	err := <-s.errc
+	s.eng.Close()
+	return err
+}
+
+// openLog opens the log destination: "stderr", "none" or a file.
+func openLog(dest string, level zerolog.Level) (zerolog.Logger, func(), error) {
+	var w io.Writer
+	closeFn := func() {}
+	switch strings.ToLower(dest) {
+	case "none":
+		return zerolog.Nop(), closeFn, nil
+	case "stderr", "":
+		w = os.Stderr
+		if isatty.IsTerminal(os.Stderr.Fd()) {
+			w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339}
+		}
+	default:
+		f, err := os.OpenFile(dest, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return zerolog.Logger{}, nil, fmt.Errorf("--log-file: %w", err)
+		}
+		w, closeFn = f, func() { f.Close() }
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), closeFn, nil
+}

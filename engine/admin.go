@@ -1,0 +1,400 @@
+package engine
+
+import (
+	"bytes"
+	"cmp"
+	"net"
+	"slices"
+	"strconv"
+
+	"gearshard/wire"
+)
+
+// AdminConfig is what the admin commands report or call beyond the engine.
+type AdminConfig struct {
+	Version  string              // "version" reply
+	PID      int                 // "getpid" reply
+	Verbose  func() string       // current log level name, gearmand spelling
+	Shutdown func(graceful bool) // "shutdown [graceful]"; nil disables it
+}
+
+// Admin is the coordinator: it answers the text admin commands, asking
+// every shard in turn and holding each lock only to copy out its figures.
+type Admin struct {
+	e   *Engine
+	cfg AdminConfig
+}
+
+// AdminAction tells the network layer what to do after a command.
+type AdminAction uint8
+
+const (
+	AdminContinue AdminAction = iota
+	AdminClose
+)
+
+// NewAdmin binds the admin command set to an engine.
+func NewAdmin(e *Engine, cfg AdminConfig) *Admin {
+	if cfg.Verbose == nil {
+		cfg.Verbose = func() string { return "ERROR" }
+	}
+	return &Admin{e: e, cfg: cfg}
+}
+
+const (
+	textOK = "OK\r\n"
+)
+
+func errUnknownCommand(dst, cmd []byte) []byte {
+	dst = append(dst, "ERR UNKNOWN_COMMAND Unknown+server+command"...)
+	return append(append(dst, cmd...), "\r\n"...)
+}
+
+func errArgs(dst, cmd []byte) []byte {
+	dst = append(dst, "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+"...)
+	return append(append(dst, cmd...), "\r\n"...)
+}
+
+// Run executes one admin line from sess and queues the whole reply as one
+// write (gearadmin stops reading after a 5 ms pause).
+func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
+	var argv [5][]byte
+	argc := 0
+	for _, f := range bytes.Split(line, []byte{' '}) {
+		if len(f) == 0 && argc > 0 {
+			continue
+		}
+		if argc == len(argv) {
+			break
+		}
+		argv[argc] = f
+		argc++
+	}
+	cmd := argv[0]
+	is := func(b []byte, s string) bool { return bytes.EqualFold(b, []byte(s)) }
+	var out []byte
+	action := AdminContinue
+	switch {
+	case is(cmd, "status"):
+		out = a.status(out)
+	case is(cmd, "prioritystatus"):
+		out = a.priorityStatus(out)
+	case is(cmd, "workers"):
+		out = a.workers(out)
+	case is(cmd, "jobs"):
+		out = a.jobs(out)
+	case is(cmd, "clients"):
+		out = a.clients(out)
+	case is(cmd, "version"):
+		out = append(append(append(out, "OK "...), a.cfg.Version...), '\n')
+	case is(cmd, "getpid"):
+		out = append(strconv.AppendInt(append(out, "OK "...), int64(a.cfg.PID), 10), '\n')
+	case is(cmd, "verbose"):
+		out = append(append(append(out, "OK "...), a.cfg.Verbose()...), '\n')
+	case is(cmd, "maxqueue"):
+		if argc == 1 {
+			out = errArgs(out, cmd)
+			break
+		}
+		a.maxQueue(argv[1], argv[2:argc])
+		out = append(out, textOK...)
+	case is(cmd, "cancel") && argc >= 3:
+		switch {
+		case argc != 3 || !is(argv[1], "job"):
+			out = append(out, "ERR UNKNOWN_ERROR\r\n"...)
+		case a.e.CancelJob(t, argv[2]):
+			out = append(out, textOK...)
+		default:
+			out = append(out, "ERR UNKNOWN_JOB\r\n"...)
+		}
+	case is(cmd, "show") && argc >= 2:
+		switch {
+		case argc == 3 && is(argv[1], "unique") && is(argv[2], "jobs"):
+			out = a.showUniqueJobs(out)
+		case argc == 2 && is(argv[1], "jobs"):
+			out = a.showJobs(out)
+		default:
+			out = append(out, "ERR UNKNOWN_SHOW_ARGUMENTS\r\n"...)
+		}
+	case is(cmd, "create"):
+		if argc != 3 || !is(argv[1], "function") {
+			out = errArgs(out, cmd)
+			break
+		}
+		s := a.e.shardOf(argv[2])
+		s.mu.Lock()
+		s.function(argv[2], true)
+		s.mu.Unlock()
+		out = append(out, textOK...)
+	case is(cmd, "drop"):
+		if argc != 3 || !is(argv[1], "function") {
+			out = errArgs(out, cmd)
+			break
+		}
+		out = a.dropFunction(t, out, argv[2])
+	case is(cmd, "shutdown") && a.cfg.Shutdown != nil:
+		graceful := false
+		switch {
+		case argc == 2 && is(argv[1], "graceful"):
+			graceful = true
+		case argc > 1:
+			out = append(out, "ERR unknown_args Unknown+arguments+to+server+command\r\n"...)
+		}
+		if out != nil {
+			break
+		}
+		if ip := net.ParseIP(sess.Addr); ip == nil || !ip.IsLoopback() {
+			out = append(out, "ERR PERMISSION_DENIED shutdown+is+accepted+only+from+loopback\r\n"...)
+			break
+		}
+		t.SendRaw(sess, []byte(textOK))
+		a.cfg.Shutdown(graceful)
+		return AdminContinue
+	default:
+		out = errUnknownCommand(out, cmd)
+	}
+	t.SendRaw(sess, out)
+	return action
+}
+
+// funcStat is one function's figures as copied out of its shard.
+type funcStat struct {
+	name                   string
+	total, running, worker int
+	queued                 [numPriorities]int
+}
+
+// snapshot copies every function's counters, one shard at a time, sorted
+// by name. Counters are kept as queues change, so this never walks a queue.
+func (a *Admin) snapshot() []funcStat {
+	var all []funcStat
+	for _, s := range a.e.shards {
+		s.mu.Lock()
+		for _, f := range s.funcs {
+			st := funcStat{name: f.name, total: f.total, running: f.running, worker: len(f.workers)}
+			for p := range st.queued {
+				st.queued[p] = f.queue[p].n + f.delayed[p]
+			}
+			all = append(all, st)
+		}
+		s.mu.Unlock()
+	}
+	slices.SortFunc(all, func(x, y funcStat) int { return cmp.Compare(x.name, y.name) })
+	return all
+}
+
+func (a *Admin) status(out []byte) []byte {
+	for _, f := range a.snapshot() {
+		out = append(out, f.name...)
+		out = appendTabInt(out, f.total)
+		out = appendTabInt(out, f.running)
+		out = appendTabInt(out, f.worker)
+		out = append(out, '\n')
+	}
+	return append(out, ".\n"...)
+}
+
+func (a *Admin) priorityStatus(out []byte) []byte {
+	for _, f := range a.snapshot() {
+		out = append(out, f.name...)
+		for _, n := range f.queued {
+			out = appendTabInt(out, n)
+		}
+		out = appendTabInt(out, f.worker)
+		out = append(out, '\n')
+	}
+	return append(out, ".\n"...)
+}
+
+func appendTabInt(b []byte, n int) []byte {
+	return strconv.AppendInt(append(b, '\t'), int64(n), 10)
+}
+
+// sessionsByFD lists every connection, ordered by file descriptor.
+func (a *Admin) sessionsByFD() []*Session {
+	a.e.sessMu.Lock()
+	list := make([]*Session, 0, len(a.e.sessions))
+	for _, s := range a.e.sessions {
+		list = append(list, s)
+	}
+	a.e.sessMu.Unlock()
+	slices.SortFunc(list, func(x, y *Session) int { return cmp.Compare(x.FD, y.FD) })
+	return list
+}
+
+// workers prints "FD IP ID : FUNC..." for every connection, registrations
+// newest first, as gearmand does.
+func (a *Admin) workers(out []byte) []byte {
+	type reg struct {
+		name string
+		seq  uint64
+	}
+	regs := make(map[*Session][]reg)
+	for _, s := range a.e.shards {
+		s.mu.Lock()
+		for _, f := range s.funcs {
+			for _, ab := range f.workers {
+				regs[ab.sess] = append(regs[ab.sess], reg{f.name, ab.seq})
+			}
+		}
+		s.mu.Unlock()
+	}
+	for _, sess := range a.sessionsByFD() {
+		out = strconv.AppendInt(out, int64(sess.FD), 10)
+		out = append(append(append(append(append(out, ' '), sess.Addr...), ' '), sess.ClientID()...), " :"...)
+		r := regs[sess]
+		slices.SortFunc(r, func(x, y reg) int { return cmp.Compare(y.seq, x.seq) })
+		for _, x := range r {
+			out = append(append(out, ' '), x.name...)
+		}
+		out = append(out, '\n')
+	}
+	return append(out, ".\n"...)
+}
+
+// maxQueue sets a function's queue limits: one value for every priority,
+// or HIGH NORMAL LOW; none resets to unlimited. Negative means unlimited.
+// An unknown function is left alone, as in gearmand.
+func (a *Admin) maxQueue(fname []byte, vals [][]byte) {
+	var max [numPriorities]int
+	for p := range max {
+		if p < len(vals) {
+			max[p] = max0(int(parseInt(vals[p])))
+		}
+	}
+	if len(vals) <= 1 {
+		max[Normal], max[Low] = max[High], max[High]
+	}
+	s := a.e.shardOf(fname)
+	s.mu.Lock()
+	if f := s.function(fname, false); f != nil {
+		f.maxQueue = max
+	}
+	s.mu.Unlock()
+}
+
+func max0(n int) int {
+	if n < 0 {
+		return 0
+	}
+	return n
+}
+
+// dropFunction forgets a function with no workers and no running jobs.
+// Names match case-insensitively, as in gearmand.
+func (a *Admin) dropFunction(t *Turn, out, name []byte) []byte {
+	for _, s := range a.e.shards {
+		s.mu.Lock()
+		for key, f := range s.funcs {
+			if !bytes.EqualFold([]byte(key), name) {
+				continue
+			}
+			if len(f.workers) > 0 || f.running > 0 {
+				s.mu.Unlock()
+				return append(out, "ERR there are still connected workers or executing clients\r\n"...)
+			}
+			s.dropQueued(t, f)
+			delete(s.funcs, key)
+			s.mu.Unlock()
+			return append(out, textOK...)
+		}
+		s.mu.Unlock()
+	}
+	return append(out, "ERR function not found\r\n"...)
+}
+
+// dropQueued forgets the queued and delayed jobs of a function being
+// dropped (gearmand leaks them); their clients are told WORK_FAIL.
+func (s *shard) dropQueued(t *Turn, f *function) {
+	var hb [64]byte
+	for _, j := range s.jobs {
+		if j.fn != f {
+			continue
+		}
+		s.forward(t, j, wire.WorkFail, s.e.appendHandle(hb[:0], j.id))
+		s.detachAll(j)
+		if j.state == stateQueued {
+			s.dequeue(j)
+		}
+		s.freeJob(j)
+	}
+}
+
+// jobRow is one job as copied out for "show jobs" and friends.
+type jobRow struct {
+	id        uint64
+	fn        string
+	unique    string
+	retries   uint8
+	worker    *Session
+	listeners []*Session
+}
+
+func (a *Admin) allJobs() []jobRow {
+	var rows []jobRow
+	for _, s := range a.e.shards {
+		s.mu.Lock()
+		for _, j := range s.jobs {
+			r := jobRow{id: j.id, fn: j.fn.name, unique: string(j.unique()), retries: j.retries, worker: j.worker}
+			s.forEachListener(j, func(c *Session) { r.listeners = append(r.listeners, c) })
+			rows = append(rows, r)
+		}
+		s.mu.Unlock()
+	}
+	slices.SortFunc(rows, func(x, y jobRow) int { return cmp.Compare(x.id, y.id) })
+	return rows
+}
+
+// showJobs prints "HANDLE\tRETRIES\tIGNORE\tPERSISTED" per job.
+func (a *Admin) showJobs(out []byte) []byte {
+	for _, r := range a.allJobs() {
+		out = a.e.appendHandle(out, r.id)
+		out = appendTabInt(out, int(r.retries))
+		out = append(out, "\t0\t0\n"...)
+	}
+	return append(out, ".\n"...)
+}
+
+func (a *Admin) showUniqueJobs(out []byte) []byte {
+	for _, r := range a.allJobs() {
+		out = append(append(out, r.unique...), '\n')
+	}
+	return append(out, ".\n"...)
+}
+
+// jobs prints the Perl server's "FUNC\tUNIQ\tWORKER\tLISTENERS" lines.
+func (a *Admin) jobs(out []byte) []byte {
+	for _, r := range a.allJobs() {
+		out = append(append(append(append(out, r.fn...), '\t'), r.unique...), '\t')
+		out = appendPeer(out, r.worker)
+		out = appendTabInt(out, len(r.listeners))
+		out = append(out, '\n')
+	}
+	return append(out, ".\n"...)
+}
+
+// clients prints, as the Perl server does, each connection followed by the
+// jobs it waits on.
+func (a *Admin) clients(out []byte) []byte {
+	waits := make(map[*Session][]jobRow)
+	for _, r := range a.allJobs() {
+		for _, c := range r.listeners {
+			waits[c] = append(waits[c], r)
+		}
+	}
+	for _, sess := range a.sessionsByFD() {
+		out = append(appendPeer(out, sess), '\n')
+		for _, r := range waits[sess] {
+			out = append(append(append(append(append(out, '\t'), r.fn...), '\t'), r.unique...), '\t')
+			out = append(appendPeer(out, r.worker), '\n')
+		}
+	}
+	return append(out, ".\n"...)
+}
+
+func appendPeer(b []byte, s *Session) []byte {
+	if s == nil {
+		return append(b, '-')
+	}
+	return append(b, s.Addr...)
+}

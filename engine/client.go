@@ -1,0 +1,270 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strconv"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"gearshard/wire"
+)
+
+// submitSpec describes one kind of SUBMIT_* packet.
+type submitSpec struct {
+	pri        Priority
+	background bool
+}
+
+// Submit handles every SUBMIT_* packet. Fields: FUNC, UNIQ, then for EPOCH
+// the time, for SCHED five cron fields, for REDUCE reducer and aggregator,
+// and last the workload.
+func (e *Engine) Submit(t *Turn, sess *Session, p *wire.Packet) {
+	var (
+		spec    submitSpec
+		reducer []byte
+		when    int64
+	)
+	fn, unique, data := p.Field[0], p.Field[1], p.Field[p.NField-1]
+	switch p.Type {
+	case wire.SubmitJob:
+		spec = submitSpec{Normal, false}
+	case wire.SubmitJobBG:
+		spec = submitSpec{Normal, true}
+	case wire.SubmitJobHigh:
+		spec = submitSpec{High, false}
+	case wire.SubmitJobHighBG:
+		spec = submitSpec{High, true}
+	case wire.SubmitJobLow:
+		spec = submitSpec{Low, false}
+	case wire.SubmitJobLowBG:
+		spec = submitSpec{Low, true}
+	case wire.SubmitJobEpoch:
+		spec = submitSpec{Normal, true}
+		when = parseInt(p.Field[2])
+	case wire.SubmitJobSched:
+		spec = submitSpec{Normal, true}
+		next, ok := nextCron(time.Now(), p.Field[2:7])
+		if !ok {
+			t.sendError(sess, "INVALID_ARGUMENT", "Schedule fields out of range")
+			return
+		}
+		when = next.Unix()
+	case wire.SubmitReduceJob:
+		spec = submitSpec{Normal, false}
+		reducer = p.Field[2]
+	case wire.SubmitReduceJobBackground:
+		spec = submitSpec{Normal, true}
+		reducer = p.Field[2]
+	}
+	if len(fn) == 0 {
+		t.sendError(sess, "INVALID_FUNCTION_NAME", "Function name is empty")
+		return
+	}
+	if len(unique) > MaxUnique {
+		t.sendError(sess, "ARGUMENT_TOO_LARGE", "Unique value too large")
+		return
+	}
+	e.submit(t, sess, fn, unique, reducer, data, spec, when)
+}
+
+func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []byte, spec submitSpec, when int64) {
+	var hb [64]byte
+	s := e.shardOf(fname)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.function(fname, true)
+
+	key, coalesce := coalesceKey(unique, data)
+	if coalesce {
+		if j := f.unique[string(key)]; j != nil && (!isDash(unique) || bytes.Equal(j.data(), data)) {
+			// gearmand: the existing job keeps its priority and kind; a
+			// foreground submitter is attached and gets later WORK_*.
+			if !spec.background {
+				s.attach(j, sess)
+			}
+			t.send(sess, wire.JobCreated, e.appendHandle(hb[:0], j.id))
+			return
+		}
+	}
+	if m := f.maxQueue[spec.pri]; m > 0 && f.total >= m {
+		t.sendError(sess, "QUEUE_ERROR", "Job queue is full")
+		return
+	}
+	j := s.newJob(f, unique, reducer, data)
+	j.pri = spec.pri
+	j.background = spec.background
+	j.when = when
+	if coalesce {
+		if f.unique == nil {
+			f.unique = make(map[string]*Job)
+		}
+		if _, taken := f.unique[string(key)]; !taken {
+			j.uniqueKey = string(key)
+			j.inUnique = true
+			f.unique[j.uniqueKey] = j
+		}
+	}
+	if !spec.background {
+		s.attach(j, sess)
+	}
+	t.send(sess, wire.JobCreated, e.appendHandle(hb[:0], j.id))
+	if when > 0 && when > time.Now().Unix() {
+		j.state = stateDelayed
+		f.delayed[j.pri]++
+		s.armTimer(j, time.Unix(when, 0))
+		return
+	}
+	s.enqueue(t, j)
+}
+
+func isDash(unique []byte) bool { return len(unique) == 1 && unique[0] == '-' }
+
+// coalesceKey returns the unique-table key of a submission. An empty unique
+// never coalesces; "-" means "same workload" and keys on a hash of the data
+// (a real unique cannot hold NUL, so the two key spaces cannot meet).
+func coalesceKey(unique, data []byte) ([]byte, bool) {
+	switch {
+	case len(unique) == 0:
+		return nil, false
+	case isDash(unique):
+		if len(data) == 0 {
+			return nil, false
+		}
+		return binary.BigEndian.AppendUint64([]byte("-\x00"), xxhash.Sum64(data)), true
+	default:
+		return unique, true
+	}
+}
+
+// attach makes sess a listener of j (once).
+func (s *shard) attach(j *Job, sess *Session) {
+	if j.first.sess == sess {
+		return
+	}
+	for _, l := range j.listeners {
+		if l.sess == sess {
+			return
+		}
+	}
+	var l *listener
+	if j.first.sess == nil {
+		l = &j.first
+	} else {
+		l = &listener{}
+		j.listeners = append(j.listeners, l)
+	}
+	l.sess, l.job = sess, j
+	sess.per[s.idx].waiting.push(l)
+}
+
+// detachAll unlinks every listener of j from its client.
+func (s *shard) detachAll(j *Job) {
+	if j.first.sess != nil {
+		j.first.sess.per[s.idx].waiting.remove(&j.first)
+		j.first.sess = nil
+	}
+	for _, l := range j.listeners {
+		l.sess.per[s.idx].waiting.remove(l)
+	}
+	j.listeners = nil
+}
+
+func (j *Job) hasListeners() bool { return j.first.sess != nil || len(j.listeners) > 0 }
+
+// forward sends a packet to every client waiting on j.
+func (s *shard) forward(t *Turn, j *Job, typ wire.Type, args ...[]byte) {
+	if j.first.sess != nil {
+		t.send(j.first.sess, typ, args...)
+	}
+	for _, l := range j.listeners {
+		t.send(l.sess, typ, args...)
+	}
+}
+
+// GetStatus answers GET_STATUS HANDLE.
+func (e *Engine) GetStatus(t *Turn, sess *Session, handle []byte) {
+	var nb, db [10]byte
+	known, running := false, false
+	var num, den uint32
+	if s, id, ok := e.parseHandle(handle); ok {
+		s.mu.Lock()
+		if j := s.jobs[id]; j != nil {
+			known, running = true, j.state == stateRunning
+			num, den = j.num, j.den
+		}
+		s.mu.Unlock()
+	}
+	t.send(sess, wire.StatusRes, handle, boolField(known), boolField(running),
+		strconv.AppendUint(nb[:0], uint64(num), 10), strconv.AppendUint(db[:0], uint64(den), 10))
+}
+
+// GetStatusUnique answers GET_STATUS_UNIQUE UNIQUE. The unique is looked up
+// in every function of every shard, as gearmand does; the first hit in
+// shard order wins.
+func (e *Engine) GetStatusUnique(t *Turn, sess *Session, unique []byte) {
+	var nb, db, cb [10]byte
+	var found *Job
+	var known, running bool
+	var num, den uint32
+	var clients int
+	for _, s := range e.shards {
+		s.mu.Lock()
+		for _, f := range s.funcs {
+			if j := f.unique[string(unique)]; j != nil {
+				found = j
+				break
+			}
+		}
+		if found != nil {
+			known, running = true, found.state == stateRunning
+			num, den = found.num, found.den
+			if found.first.sess != nil {
+				clients++
+			}
+			clients += len(found.listeners)
+		}
+		s.mu.Unlock()
+		if found != nil {
+			break
+		}
+	}
+	t.send(sess, wire.StatusResUnique, unique, boolField(known), boolField(running),
+		strconv.AppendUint(nb[:0], uint64(num), 10), strconv.AppendUint(db[:0], uint64(den), 10),
+		strconv.AppendInt(cb[:0], int64(clients), 10))
+}
+
+var (
+	field0 = []byte("0")
+	field1 = []byte("1")
+)
+
+func boolField(b bool) []byte {
+	if b {
+		return field1
+	}
+	return field0
+}
+
+// parseInt reads a decimal the way strtoll does: leading spaces and sign,
+// digits up to the first non-digit, 0 when there are none.
+func parseInt(b []byte) int64 {
+	b = bytes.TrimLeft(b, " \t")
+	neg := false
+	if len(b) > 0 && (b[0] == '-' || b[0] == '+') {
+		neg = b[0] == '-'
+		b = b[1:]
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' || n > (1<<62)/10 {
+			break
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		return -n
+	}
+	return n
+}

@@ -1,0 +1,168 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"gearshard/wire"
+)
+
+// Worker sleep states. A worker goes awake → sleeping on PRE_SLEEP and
+// sleeping → woken when a shard sends it NOOP; GRAB_JOB* makes it awake.
+// The CAS sleeping → woken is what makes a worker with functions on several
+// shards get exactly one NOOP per sleep, whichever shard wakes it first.
+const (
+	awake int32 = iota
+	sleeping
+	woken
+)
+
+// Session is the engine's view of one connection: a client, a worker, or
+// both. Its fields fall in three ownership groups, noted on each.
+type Session struct {
+	// Set before the session is registered; read-only afterwards.
+	ID    uint64
+	FD    int
+	Addr  string // peer IP, without port (as gearmand's "workers" shows)
+	Owner any    // the network layer's connection, opaque here
+
+	// Safe from any goroutine.
+	out        outbox
+	sleep      atomic.Int32
+	exceptions atomic.Bool
+	clientID   atomic.Pointer[string]
+
+	// per[i] is guarded by shard i's lock: this session's registrations,
+	// running jobs and waited-on jobs in that shard.
+	per []sessShard
+
+	// Owned by the connection's event loop (the only goroutine that handles
+	// its packets).
+	workShards []int  // shards where this session has registrations
+	grabRR     int    // rotates the first shard tried by GRAB_JOB
+	canDoSeq   uint64 // orders registrations newest-first across shards
+}
+
+type sessShard struct {
+	abilities []*ability // newest last
+	rr        int        // rotates the first function tried within the shard
+	held      jobList    // jobs this worker is running
+	waiting   listenerList
+}
+
+// ClientID returns the id set with SET_CLIENT_ID, or "-".
+func (s *Session) ClientID() string {
+	if p := s.clientID.Load(); p != nil {
+		return *p
+	}
+	return "-"
+}
+
+// outbox buffers a connection's pending output. Any goroutine may append;
+// the connection's event loop takes the bytes and writes them.
+type outbox struct {
+	mu      sync.Mutex
+	buf     []byte
+	spare   []byte
+	pending bool // the session is on some Turn's dirty list, not yet taken
+	closed  bool
+	limit   int
+	over    bool // output exceeded limit: the connection must be cut off
+}
+
+// Turn collects the sessions that received output during one unit of work
+// (one read of a connection, one timer firing) so that each is flushed once
+// at its end, not once per packet.
+type Turn struct {
+	Dirty []*Session
+}
+
+// Reset empties the turn for reuse.
+func (t *Turn) Reset() {
+	clear(t.Dirty)
+	t.Dirty = t.Dirty[:0]
+}
+
+// begin locks s's outbox and returns its buffer to append to; ok is false
+// (and nothing is locked) when the session is closed. end must follow.
+func (t *Turn) begin(s *Session) (b []byte, ok bool) {
+	s.out.mu.Lock()
+	if s.out.closed {
+		s.out.mu.Unlock()
+		return nil, false
+	}
+	return s.out.buf, true
+}
+
+func (t *Turn) end(s *Session, b []byte) {
+	o := &s.out
+	o.buf = b
+	if o.limit > 0 && len(b) > o.limit {
+		o.over = true
+	}
+	if !o.pending {
+		o.pending = true
+		t.Dirty = append(t.Dirty, s)
+	}
+	o.mu.Unlock()
+}
+
+// send appends one response packet to s's output.
+func (t *Turn) send(s *Session, typ wire.Type, args ...[]byte) {
+	b, ok := t.begin(s)
+	if !ok {
+		return
+	}
+	t.end(s, wire.AppendResponse(b, typ, args...))
+}
+
+func (t *Turn) sendError(s *Session, code, text string) {
+	b, ok := t.begin(s)
+	if !ok {
+		return
+	}
+	t.end(s, wire.AppendError(b, code, text))
+}
+
+// SendRaw appends already-encoded bytes (admin replies) to s's output.
+func (t *Turn) SendRaw(s *Session, p []byte) {
+	b, ok := t.begin(s)
+	if !ok {
+		return
+	}
+	t.end(s, append(b, p...))
+}
+
+// TakeOutput hands the pending output to the writer and clears the pending
+// mark; over reports that the output limit was exceeded. The caller must
+// give the slice back with ReturnOutput once written.
+func (s *Session) TakeOutput() (p []byte, over bool) {
+	o := &s.out
+	o.mu.Lock()
+	p, over = o.buf, o.over
+	o.buf, o.spare = o.spare[:0], nil
+	o.pending = false
+	o.mu.Unlock()
+	return p, over
+}
+
+// maxSpare bounds the buffer kept between flushes, so one large reply does
+// not pin its memory for the life of the connection.
+const maxSpare = 256 << 10
+
+// ReturnOutput gives back a buffer from TakeOutput for reuse.
+func (s *Session) ReturnOutput(p []byte) {
+	if cap(p) > maxSpare {
+		return
+	}
+	o := &s.out
+	o.mu.Lock()
+	if o.spare == nil && !o.closed {
+		o.spare = p[:0]
+	}
+	o.mu.Unlock()
+}
+
+// SetOutputLimit caps the bytes that may wait for this connection's
+// writer; past it the connection is cut off (see TakeOutput).
+func (s *Session) SetOutputLimit(n int) { s.out.limit = n }

@@ -1,0 +1,368 @@
+package engine
+
+import (
+	"container/heap"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Priority of a job; the values are gearmand's (and its queue tables').
+type Priority uint8
+
+const (
+	High Priority = iota
+	Normal
+	Low
+	numPriorities
+)
+
+// A shard owns every function whose name hashes to it, with those
+// functions' queues, unique keys, jobs, registrations and sleepers. Whoever
+// holds mu is the only thread inside; every field below is guarded by it
+// unless marked atomic.
+type shard struct {
+	mu  sync.Mutex
+	idx int
+	e   *Engine
+
+	funcs  map[string]*function
+	jobs   map[uint64]*Job
+	nextID uint64 // handle numbers: idx+1, idx+1+N, idx+1+2N, ...
+
+	// runnable counts queued jobs per priority over all functions; GRAB
+	// reads it without the lock to skip shards with nothing to offer.
+	runnable [numPriorities]atomic.Int64
+
+	timers    timerHeap // epoch jobs waiting for their time, running jobs with a CAN_DO_TIMEOUT
+	timer     *time.Timer
+	timerWhen time.Time
+
+	free []*Job // recycled job records
+}
+
+// function is one function name's state within its shard.
+type function struct {
+	name     string
+	queue    [numPriorities]jobList
+	total    int // live jobs: queued, delayed and running (gearmand's TOTAL)
+	running  int
+	delayed  [numPriorities]int // jobs waiting for their epoch, by priority
+	workers  []*ability         // registrations, in CAN_DO order
+	sleepers []*ability         // registrations whose worker slept with nothing to do
+	maxQueue [numPriorities]int
+	unique   map[string]*Job
+}
+
+// ability is one CAN_DO registration of a session for a function.
+type ability struct {
+	sess      *Session
+	fn        *function
+	timeout   time.Duration
+	seq       uint64 // the session's canDoSeq when registered
+	asleep    bool   // listed in fn.sleepers
+	withdrawn bool   // CANT_DO'd or session gone; skipped if still listed
+}
+
+type jobState uint8
+
+const (
+	stateQueued  jobState = iota // in its function's FIFO
+	stateDelayed                 // waiting for its epoch in the timer heap
+	stateRunning                 // held by a worker
+	stateDone                    // finished; record may be recycled
+)
+
+// Job is one job record. It lives in exactly one shard and is touched only
+// under that shard's lock.
+type Job struct {
+	id         uint64
+	fn         *function
+	buf        []byte // unique, reducer and data, back to back
+	uniqueLen  uint32
+	reducerLen uint32
+	pri        Priority
+	state      jobState
+	background bool
+	inUnique   bool // listed in fn.unique under uniqueKey
+	retries    uint8
+	when       int64 // unix seconds before which the job must not run; 0 = now
+	num, den   uint32
+	worker     *Session
+	prev, next *Job // links in the function's FIFO while queued, in the worker's held list while running
+
+	first     listener    // the submitting client, when foreground
+	listeners []*listener // further clients coalesced onto the job
+
+	uniqueKey string
+	deadline  time.Time // epoch time or CAN_DO_TIMEOUT expiry, while in the timer heap
+	heapIdx   int       // index in shard.timers, -1 when absent
+}
+
+func (j *Job) unique() []byte  { return j.buf[:j.uniqueLen] }
+func (j *Job) reducer() []byte { return j.buf[j.uniqueLen : j.uniqueLen+j.reducerLen] }
+func (j *Job) data() []byte    { return j.buf[j.uniqueLen+j.reducerLen:] }
+
+// jobList is an intrusive doubly-linked FIFO of jobs.
+type jobList struct {
+	head, tail *Job
+	n          int
+}
+
+func (l *jobList) pushBack(j *Job) {
+	j.prev, j.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = j
+	} else {
+		l.head = j
+	}
+	l.tail = j
+	l.n++
+}
+
+func (l *jobList) remove(j *Job) {
+	if j.prev != nil {
+		j.prev.next = j.next
+	} else {
+		l.head = j.next
+	}
+	if j.next != nil {
+		j.next.prev = j.prev
+	} else {
+		l.tail = j.prev
+	}
+	j.prev, j.next = nil, nil
+	l.n--
+}
+
+// listener attaches a foreground client to a job; it is linked both into
+// the job and into the client's per-shard waiting list.
+type listener struct {
+	sess       *Session
+	job        *Job
+	prev, next *listener
+}
+
+type listenerList struct {
+	head *listener
+}
+
+func (l *listenerList) push(x *listener) {
+	x.prev, x.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = x
+	}
+	l.head = x
+}
+
+func (l *listenerList) remove(x *listener) {
+	if x.prev != nil {
+		x.prev.next = x.next
+	} else {
+		l.head = x.next
+	}
+	if x.next != nil {
+		x.next.prev = x.prev
+	}
+	x.prev, x.next = nil, nil
+}
+
+// timerHeap orders jobs by deadline.
+type timerHeap []*Job
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(a, b int) bool { return h[a].deadline.Before(h[b].deadline) }
+func (h timerHeap) Swap(a, b int) {
+	h[a], h[b] = h[b], h[a]
+	h[a].heapIdx, h[b].heapIdx = a, b
+}
+func (h *timerHeap) Push(x any) {
+	j := x.(*Job)
+	j.heapIdx = len(*h)
+	*h = append(*h, j)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	j := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	j.heapIdx = -1
+	return j
+}
+
+func newShard(e *Engine, idx int) *shard {
+	return &shard{
+		e:      e,
+		idx:    idx,
+		funcs:  make(map[string]*function),
+		jobs:   make(map[uint64]*Job),
+		nextID: uint64(idx) + 1,
+	}
+}
+
+// function returns the named function, creating it when create is set.
+func (s *shard) function(name []byte, create bool) *function {
+	if fn := s.funcs[string(name)]; fn != nil {
+		return fn
+	}
+	if !create {
+		return nil
+	}
+	fn := &function{name: string(name)}
+	s.funcs[fn.name] = fn
+	return fn
+}
+
+// newJob takes a recycled record or makes one, and gives it the next handle.
+func (s *shard) newJob(fn *function, unique, reducer, data []byte) *Job {
+	var j *Job
+	if n := len(s.free); n > 0 {
+		j = s.free[n-1]
+		s.free = s.free[:n-1]
+	} else {
+		j = &Job{}
+	}
+	buf := j.buf[:0]
+	if cap(buf) < len(unique)+len(reducer)+len(data) {
+		buf = make([]byte, 0, len(unique)+len(reducer)+len(data))
+	}
+	buf = append(append(append(buf, unique...), reducer...), data...)
+	*j = Job{
+		id:         s.nextID,
+		fn:         fn,
+		buf:        buf,
+		uniqueLen:  uint32(len(unique)),
+		reducerLen: uint32(len(reducer)),
+		heapIdx:    -1,
+	}
+	s.nextID += uint64(len(s.e.shards))
+	s.jobs[j.id] = j
+	fn.total++
+	return j
+}
+
+// maxRecycled bounds the free list and the buffer a recycled record keeps.
+const (
+	maxRecycled    = 1024
+	maxRecycledBuf = 4096
+)
+
+// freeJob forgets a finished job. The record is recycled; nothing may hold
+// it after this.
+func (s *shard) freeJob(j *Job) {
+	if j.inUnique {
+		delete(j.fn.unique, j.uniqueKey)
+	}
+	if j.heapIdx >= 0 {
+		heap.Remove(&s.timers, j.heapIdx)
+	}
+	delete(s.jobs, j.id)
+	j.fn.total--
+	if j.state == stateDelayed {
+		j.fn.delayed[j.pri]--
+	}
+	j.state = stateDone
+	if len(s.free) < maxRecycled && cap(j.buf) <= maxRecycledBuf {
+		buf := j.buf
+		*j = Job{buf: buf[:0], heapIdx: -1}
+		s.free = append(s.free, j)
+	}
+}
+
+// enqueue puts a job at the tail of its priority FIFO and wakes sleepers.
+func (s *shard) enqueue(t *Turn, j *Job) {
+	j.state = stateQueued
+	j.fn.queue[j.pri].pushBack(j)
+	s.runnable[j.pri].Add(1)
+	s.wake(t, j.fn)
+}
+
+// dequeue removes a queued job from its FIFO.
+func (s *shard) dequeue(j *Job) {
+	j.fn.queue[j.pri].remove(j)
+	s.runnable[j.pri].Add(-1)
+}
+
+// wake sends NOOP to sleeping workers of fn: all of them, or at most
+// --worker-wakeup. Entries whose worker already woke (through another
+// shard, or by grabbing) are dropped on the way.
+func (s *shard) wake(t *Turn, fn *function) {
+	limit := s.e.opts.WorkerWakeup
+	woke := 0
+	i := 0
+	for ; i < len(fn.sleepers); i++ {
+		if limit > 0 && woke >= limit {
+			break
+		}
+		a := fn.sleepers[i]
+		a.asleep = false
+		if a.withdrawn {
+			continue
+		}
+		if a.sess.sleep.CompareAndSwap(sleeping, woken) {
+			t.send(a.sess, wireNoop)
+			woke++
+		}
+	}
+	n := copy(fn.sleepers, fn.sleepers[i:])
+	clear(fn.sleepers[n:])
+	fn.sleepers = fn.sleepers[:n]
+}
+
+// armTimer schedules j in the timer heap at d.
+func (s *shard) armTimer(j *Job, d time.Time) {
+	j.deadline = d
+	if j.heapIdx >= 0 {
+		heap.Fix(&s.timers, j.heapIdx)
+	} else {
+		heap.Push(&s.timers, j)
+	}
+	s.resetTimer()
+}
+
+func (s *shard) disarmTimer(j *Job) {
+	if j.heapIdx >= 0 {
+		heap.Remove(&s.timers, j.heapIdx)
+	}
+}
+
+// resetTimer points the shard's timer at the earliest deadline.
+func (s *shard) resetTimer() {
+	if len(s.timers) == 0 {
+		return
+	}
+	next := s.timers[0].deadline
+	if s.timer != nil && !s.timerWhen.IsZero() && !next.Before(s.timerWhen) {
+		return // already due no later than next
+	}
+	s.timerWhen = next
+	d := time.Until(next)
+	if s.timer == nil {
+		s.timer = time.AfterFunc(d, s.fire)
+	} else {
+		s.timer.Reset(d)
+	}
+}
+
+// fire runs on the timer goroutine: it releases due epoch jobs into their
+// queues and fails running jobs past their CAN_DO_TIMEOUT.
+func (s *shard) fire() {
+	var t Turn
+	s.mu.Lock()
+	s.timerWhen = time.Time{}
+	now := time.Now()
+	for len(s.timers) > 0 && !s.timers[0].deadline.After(now) {
+		j := heap.Pop(&s.timers).(*Job)
+		switch j.state {
+		case stateDelayed:
+			j.fn.delayed[j.pri]--
+			s.enqueue(&t, j)
+		case stateRunning:
+			s.e.log.Warn().Str("function", j.fn.name).Uint64("job", j.id).Msg("worker timeout reached on job, failing it")
+			s.timeoutJob(&t, j)
+		}
+	}
+	s.resetTimer()
+	s.mu.Unlock()
+	s.e.dispatch(&t)
+}

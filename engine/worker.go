@@ -1,0 +1,389 @@
+package engine
+
+import (
+	"slices"
+	"strconv"
+	"time"
+
+	"gearshard/wire"
+)
+
+// CanDo registers sess for function fname (CAN_DO, or CAN_DO_TIMEOUT with a
+// timeout > 0). Like gearmand, a repeated CAN_DO adds a second registration.
+// Event-loop only (it updates the session's loop-owned shard list).
+func (e *Engine) CanDo(t *Turn, sess *Session, fname []byte, timeout time.Duration) {
+	s := e.shardOf(fname)
+	sess.canDoSeq++
+	s.mu.Lock()
+	f := s.function(fname, true)
+	a := &ability{sess: sess, fn: f, timeout: timeout, seq: sess.canDoSeq}
+	f.workers = append(f.workers, a)
+	ps := &sess.per[s.idx]
+	ps.abilities = append(ps.abilities, a)
+	// A worker already asleep hears of work for its new function too.
+	if sess.sleep.Load() == sleeping {
+		if f.hasRunnable() && sess.sleep.CompareAndSwap(sleeping, woken) {
+			t.send(sess, wire.Noop)
+		} else {
+			a.asleep = true
+			f.sleepers = append(f.sleepers, a)
+		}
+	}
+	s.mu.Unlock()
+	if !slices.Contains(sess.workShards, s.idx) {
+		sess.workShards = append(sess.workShards, s.idx)
+	}
+}
+
+// CantDo removes every registration of sess for fname. Event-loop only.
+func (e *Engine) CantDo(sess *Session, fname []byte) {
+	s := e.shardOf(fname)
+	s.mu.Lock()
+	ps := &sess.per[s.idx]
+	ps.abilities = slices.DeleteFunc(ps.abilities, func(a *ability) bool {
+		if a.fn.name != string(fname) {
+			return false
+		}
+		s.withdraw(a)
+		return true
+	})
+	empty := len(ps.abilities) == 0
+	s.mu.Unlock()
+	if empty {
+		sess.workShards = slices.DeleteFunc(sess.workShards, func(i int) bool { return i == s.idx })
+	}
+}
+
+// ResetAbilities removes every registration of sess. Event-loop only.
+func (e *Engine) ResetAbilities(sess *Session) {
+	for _, i := range sess.workShards {
+		s := e.shards[i]
+		s.mu.Lock()
+		ps := &sess.per[i]
+		for _, a := range ps.abilities {
+			s.withdraw(a)
+		}
+		clear(ps.abilities)
+		ps.abilities = ps.abilities[:0]
+		s.mu.Unlock()
+	}
+	sess.workShards = sess.workShards[:0]
+}
+
+// withdraw removes a registration from its function. A sleepers entry, if
+// any, is left to be skipped and dropped by the next wake.
+func (s *shard) withdraw(a *ability) {
+	a.withdrawn = true
+	f := a.fn
+	if i := slices.Index(f.workers, a); i >= 0 {
+		f.workers = slices.Delete(f.workers, i, i+1)
+	}
+}
+
+func (f *function) hasRunnable() bool {
+	return f.queue[High].n+f.queue[Normal].n+f.queue[Low].n > 0
+}
+
+// PreSleep marks sess asleep. The state is set before any shard is looked
+// at, and each shard is checked and joined under its lock, so a job queued
+// concurrently either is seen here or sees the sleeper: no lost wake-up.
+// Event-loop only.
+func (e *Engine) PreSleep(t *Turn, sess *Session) {
+	sess.sleep.Store(sleeping)
+	for _, i := range sess.workShards {
+		s := e.shards[i]
+		s.mu.Lock()
+		ps := &sess.per[i]
+		for _, a := range ps.abilities {
+			if a.fn.hasRunnable() {
+				if sess.sleep.CompareAndSwap(sleeping, woken) {
+					t.send(sess, wire.Noop)
+				}
+				s.mu.Unlock()
+				return
+			}
+		}
+		for _, a := range ps.abilities {
+			if !a.asleep {
+				a.asleep = true
+				a.fn.sleepers = append(a.fn.sleepers, a)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// GrabKind selects the JOB_ASSIGN variant a worker asked for.
+type GrabKind uint8
+
+const (
+	GrabPlain GrabKind = iota // GRAB_JOB → JOB_ASSIGN
+	GrabUniq                  // GRAB_JOB_UNIQ → JOB_ASSIGN_UNIQ
+	GrabAll                   // GRAB_JOB_ALL → JOB_ASSIGN_ALL, or _UNIQ when the job has no reducer
+)
+
+// Grab hands sess its next job: the highest priority queued over all its
+// functions, wherever they live; among equal priorities the shards, and the
+// functions within a shard, take turns. Event-loop only.
+func (e *Engine) Grab(t *Turn, sess *Session, kind GrabKind) {
+	sess.sleep.Store(awake)
+	n := len(sess.workShards)
+	for pri := High; pri < numPriorities; pri++ {
+		for k := 0; k < n; k++ {
+			i := sess.workShards[(sess.grabRR+k)%n]
+			s := e.shards[i]
+			if s.runnable[pri].Load() == 0 {
+				continue
+			}
+			s.mu.Lock()
+			if s.grabFrom(t, sess, pri, kind) {
+				s.mu.Unlock()
+				sess.grabRR++
+				return
+			}
+			s.mu.Unlock()
+		}
+	}
+	t.send(sess, wire.NoJob)
+}
+
+// grabFrom assigns sess the head job of priority pri of one of its functions
+// in this shard, starting after the function served last.
+func (s *shard) grabFrom(t *Turn, sess *Session, pri Priority, kind GrabKind) bool {
+	ps := &sess.per[s.idx]
+	n := len(ps.abilities)
+	for k := 0; k < n; k++ {
+		a := ps.abilities[(ps.rr+k)%n]
+		j := a.fn.queue[pri].head
+		if j == nil {
+			continue
+		}
+		ps.rr = (ps.rr + k + 1) % n
+		s.assign(t, sess, a, j, kind)
+		return true
+	}
+	return false
+}
+
+func (s *shard) assign(t *Turn, sess *Session, a *ability, j *Job, kind GrabKind) {
+	s.dequeue(j)
+	j.state = stateRunning
+	j.worker = sess
+	j.fn.running++
+	sess.per[s.idx].held.pushBack(j)
+	if a.timeout > 0 {
+		s.armTimer(j, time.Now().Add(a.timeout))
+	}
+	var hb [64]byte
+	h := s.e.appendHandle(hb[:0], j.id)
+	name := unsafeBytes(j.fn.name)
+	switch {
+	case kind == GrabAll && j.reducerLen > 0:
+		t.send(sess, wire.JobAssignAll, h, name, j.unique(), j.reducer(), j.data())
+	case kind == GrabAll || kind == GrabUniq:
+		t.send(sess, wire.JobAssignUniq, h, name, j.unique(), j.data())
+	default:
+		t.send(sess, wire.JobAssign, h, name, j.data())
+	}
+}
+
+// WorkResult handles WORK_DATA, WORK_WARNING, WORK_STATUS, WORK_COMPLETE,
+// WORK_FAIL and WORK_EXCEPTION from the worker holding the job.
+func (e *Engine) WorkResult(t *Turn, sess *Session, p *wire.Packet) {
+	handle := p.Field[0]
+	s, id, ok := e.parseHandle(handle)
+	if !ok {
+		e.jobNotFound(t, sess, p.Type)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobs[id]
+	if j == nil || j.state != stateRunning || j.worker != sess {
+		e.jobNotFound(t, sess, p.Type)
+		return
+	}
+	switch p.Type {
+	case wire.WorkData, wire.WorkWarning:
+		s.forward(t, j, p.Type, handle, p.Field[1])
+	case wire.WorkStatus:
+		j.num, j.den = uint32(parseInt(p.Field[1])), uint32(parseInt(p.Field[2]))
+		s.forward(t, j, p.Type, handle, p.Field[1], p.Field[2])
+	case wire.WorkComplete:
+		s.forward(t, j, p.Type, handle, p.Field[1])
+		s.finish(j)
+	case wire.WorkFail:
+		s.forward(t, j, p.Type, handle)
+		s.finish(j)
+	case wire.WorkException:
+		s.forEachListener(j, func(c *Session) {
+			if c.exceptions.Load() {
+				t.send(c, wire.WorkException, handle, p.Field[1])
+			} else {
+				t.send(c, wire.WorkFail, handle)
+			}
+		})
+		s.finish(j)
+	}
+}
+
+func (s *shard) forEachListener(j *Job, fn func(*Session)) {
+	if j.first.sess != nil {
+		fn(j.first.sess)
+	}
+	for _, l := range j.listeners {
+		fn(l.sess)
+	}
+}
+
+func (e *Engine) jobNotFound(t *Turn, sess *Session, typ wire.Type) {
+	text := "Job given in work result not found"
+	switch typ {
+	case wire.WorkData, wire.WorkWarning:
+		text = "Job does not exist on server"
+	case wire.WorkException:
+		text = "An exception was received for a job that does not exist"
+	}
+	t.sendError(sess, "JOB_NOT_FOUND", text)
+}
+
+// finish ends a running job: off its worker, clients detached, forgotten.
+func (s *shard) finish(j *Job) {
+	j.worker.per[s.idx].held.remove(j)
+	j.fn.running--
+	j.worker = nil
+	s.detachAll(j)
+	s.freeJob(j)
+}
+
+// timeoutJob fails a running job whose worker outlived its CAN_DO_TIMEOUT.
+// The worker is not told; its late result gets JOB_NOT_FOUND.
+func (s *shard) timeoutJob(t *Turn, j *Job) {
+	var hb [64]byte
+	s.forward(t, j, wire.WorkFail, s.e.appendHandle(hb[:0], j.id))
+	s.finish(j)
+}
+
+// requeue returns a job whose worker went away to the tail of its queue,
+// or fails it once it has used up --job-retries.
+func (s *shard) requeue(t *Turn, j *Job) {
+	j.worker.per[s.idx].held.remove(j)
+	j.fn.running--
+	j.worker = nil
+	s.disarmTimer(j)
+	j.num, j.den = 0, 0
+	if j.retries < 255 {
+		j.retries++
+	}
+	if r := s.e.opts.JobRetries; r > 0 && int(j.retries) >= r {
+		var hb [64]byte
+		s.e.log.Info().Str("function", j.fn.name).Uint64("job", j.id).Msg("dropped job due to max retry count")
+		s.forward(t, j, wire.WorkFail, s.e.appendHandle(hb[:0], j.id))
+		s.detachAll(j)
+		s.freeJob(j)
+		return
+	}
+	if !j.background && !j.hasListeners() {
+		s.freeJob(j) // nobody is waiting for it any more
+		return
+	}
+	s.enqueue(t, j)
+}
+
+// Disconnect removes a session: its registrations are withdrawn, the jobs
+// it was running are requeued, and it stops waiting on its jobs; a queued
+// foreground job nobody waits for any more is dropped. Event-loop only.
+func (e *Engine) Disconnect(t *Turn, sess *Session) {
+	sess.out.mu.Lock()
+	sess.out.closed = true
+	sess.out.buf, sess.out.spare = nil, nil
+	sess.out.mu.Unlock()
+	for _, s := range e.shards {
+		s.mu.Lock()
+		ps := &sess.per[s.idx]
+		for _, a := range ps.abilities {
+			s.withdraw(a)
+		}
+		ps.abilities = nil
+		for ps.held.head != nil {
+			s.requeue(t, ps.held.head)
+		}
+		for l := ps.waiting.head; l != nil; l = ps.waiting.head {
+			s.detach(l)
+		}
+		s.mu.Unlock()
+	}
+	sess.workShards = nil
+	e.sessMu.Lock()
+	delete(e.sessions, sess.ID)
+	e.sessMu.Unlock()
+}
+
+// detach removes one listener from its job; a foreground job left with no
+// listener is dropped if still queued (a running one finishes unheard).
+func (s *shard) detach(l *listener) {
+	j := l.job
+	l.sess.per[s.idx].waiting.remove(l)
+	if l == &j.first {
+		j.first.sess = nil
+	} else {
+		j.listeners = slices.DeleteFunc(j.listeners, func(x *listener) bool { return x == l })
+	}
+	if j.background || j.hasListeners() {
+		return
+	}
+	switch j.state {
+	case stateQueued:
+		s.dequeue(j)
+		s.freeJob(j)
+	case stateDelayed:
+		s.freeJob(j)
+	}
+}
+
+// CancelJob fails a job to its clients and forgets it ("cancel job"). A
+// running job is detached from its clients and finishes unheard.
+func (e *Engine) CancelJob(t *Turn, handle []byte) bool {
+	s, id, ok := e.parseHandle(handle)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobs[id]
+	if j == nil {
+		return false
+	}
+	s.forward(t, j, wire.WorkFail, handle)
+	s.detachAll(j)
+	switch j.state {
+	case stateQueued:
+		s.dequeue(j)
+		s.freeJob(j)
+	case stateDelayed:
+		s.freeJob(j)
+	case stateRunning:
+		j.background = false
+		if j.inUnique {
+			delete(j.fn.unique, j.uniqueKey)
+			j.inUnique = false
+		}
+	}
+	return true
+}
+
+// parseTimeout reads CAN_DO_TIMEOUT's milliseconds as gearmand does
+// (strtol; garbage is 0, meaning no timeout).
+func parseTimeout(b []byte) (time.Duration, bool) {
+	if len(b) > 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		n = parseInt(b)
+	}
+	if n <= 0 {
+		return 0, true
+	}
+	return time.Duration(n) * time.Millisecond, true
+}

@@ -1,0 +1,383 @@
+// Package netio is gearshard's network layer: gnet event loops that decode
+// frames straight from their read buffers, run them through the engine, and
+// write what the engine queued for each connection once per turn.
+package netio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"gearshard/engine"
+	"gearshard/wire"
+)
+
+// Options configure the network layer.
+type Options struct {
+	Listen    string // bind address; "" = all interfaces
+	Port      int    // 0 = an ephemeral port (tests)
+	Loops     int    // event loops; 0 = one per core
+	Backlog   int    // listen() backlog; 0 = the kernel's maximum
+	MaxPacket int    // payload limit of one binary packet
+	MaxOutput int    // bytes that may wait for a slow reader before it is cut off
+
+	KeepAlive         bool
+	KeepAliveIdle     time.Duration
+	KeepAliveInterval time.Duration
+	KeepAliveCount    int
+
+	Log zerolog.Logger
+}
+
+// framesPerTurn bounds the packets handled per read event so one busy
+// connection cannot hold its loop; leftover input is resumed with Wake.
+const framesPerTurn = 512
+
+// Server serves the Gearman protocol (binary and admin text) for an engine.
+type Server struct {
+	gnet.BuiltinEventEngine
+	opts Options
+	eng  *engine.Engine
+	log  zerolog.Logger
+	adm  *engine.Admin
+
+	gnetEng gnet.Engine
+	addr    atomic.Pointer[net.TCPAddr]
+	ready   chan struct{}
+	done    chan error
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loop
+
+	conns    atomic.Int64
+	draining atomic.Bool
+}
+
+// loop is the state private to one event loop.
+type loop struct {
+	el   gnet.EventLoop
+	log  zerolog.Logger
+	turn engine.Turn // reused for every read on this loop
+
+	// inbox lists sessions of this loop that got output from another
+	// goroutine; one Execute per batch delivers them, not one per packet.
+	inMu      sync.Mutex
+	inbox     []*engine.Session
+	spare     []*engine.Session
+	scheduled bool
+}
+
+// conn is one connection's network state. Event-loop only.
+type conn struct {
+	c      gnet.Conn
+	loop   *loop
+	sess   *engine.Session
+	need   int // bytes needed before the pending packet is complete
+	closed bool
+}
+
+// New prepares a server; Serve starts it.
+func New(eng *engine.Engine, adm *engine.Admin, opts Options) *Server {
+	if opts.MaxPacket <= 0 {
+		opts.MaxPacket = wire.DefaultMaxPacket
+	}
+	s := &Server{
+		opts:  opts,
+		eng:   eng,
+		adm:   adm,
+		log:   opts.Log,
+		ready: make(chan struct{}),
+		done:  make(chan error, 1),
+		loops: make(map[gnet.EventLoop]*loop),
+	}
+	eng.SetDispatcher(s.dispatch)
+	return s
+}
+
+// Serve runs the event loops until Stop; it returns once they are down.
+func (s *Server) Serve() error {
+	gopts := []gnet.Option{
+		gnet.WithMulticore(true),
+		gnet.WithReuseAddr(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogger(gnetLogger{s.log}),
+	}
+	if s.opts.Loops > 0 {
+		gopts = append(gopts, gnet.WithNumEventLoop(s.opts.Loops))
+	}
+	if s.opts.KeepAlive {
+		idle := s.opts.KeepAliveIdle
+		if idle <= 0 {
+			idle = 2 * time.Hour
+		}
+		gopts = append(gopts, gnet.WithTCPKeepAlive(idle))
+		if s.opts.KeepAliveInterval > 0 {
+			gopts = append(gopts, gnet.WithTCPKeepInterval(s.opts.KeepAliveInterval))
+		}
+		if s.opts.KeepAliveCount > 0 {
+			gopts = append(gopts, gnet.WithTCPKeepCount(s.opts.KeepAliveCount))
+		}
+	}
+	addr := "tcp://" + net.JoinHostPort(s.opts.Listen, strconv.Itoa(s.opts.Port))
+	err := gnet.Run(s, addr, gopts...)
+	select {
+	case <-s.ready:
+	default:
+		close(s.ready) // boot failed: release WaitReady
+	}
+	return err
+}
+
+// WaitReady blocks until the listener accepts connections (or Serve failed)
+// and returns the bound address.
+func (s *Server) WaitReady() *net.TCPAddr {
+	<-s.ready
+	return s.addr.Load()
+}
+
+// Stop closes the listener and every connection.
+func (s *Server) Stop(ctx context.Context) error {
+	<-s.ready
+	if s.addr.Load() == nil {
+		return errors.New("netio: server is not running")
+	}
+	return s.gnetEng.Stop(ctx)
+}
+
+// Connections is the number of open connections.
+func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// OnBoot learns the bound address and applies the backlog (gnet listens
+// with the kernel maximum; listen() again on the same socket lowers it).
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.gnetEng = eng
+	fd, err := eng.Dup()
+	if err != nil {
+		s.log.Error().Err(err).Msg("cannot inspect the listening socket")
+		return gnet.Shutdown
+	}
+	defer unix.Close(fd)
+	if s.opts.Backlog > 0 {
+		if err := unix.Listen(fd, s.opts.Backlog); err != nil {
+			s.log.Warn().Err(err).Msg("cannot set the listen backlog")
+		}
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		s.log.Error().Err(err).Msg("cannot read the bound address")
+		return gnet.Shutdown
+	}
+	s.addr.Store(sockaddrTCP(sa))
+	s.log.Info().Str("addr", s.addr.Load().String()).Msg("listening")
+	close(s.ready)
+	return gnet.None
+}
+
+func sockaddrTCP(sa unix.Sockaddr) *net.TCPAddr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	}
+	return &net.TCPAddr{}
+}
+
+func (s *Server) loopOf(el gnet.EventLoop) *loop {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	l := s.loops[el]
+	if l == nil {
+		l = &loop{el: el, log: s.log}
+		s.loops[el] = l
+	}
+	return l
+}
+
+// Drain makes the server refuse new connections (graceful shutdown); the
+// open ones keep being served.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// OnOpen registers the connection with the engine. Event-loop only.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if s.draining.Load() {
+		return nil, gnet.Close
+	}
+	cn := &conn{c: c, loop: s.loopOf(c.EventLoop())}
+	ip := ""
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ip = ta.IP.String()
+	}
+	cn.sess = s.eng.NewSession(c.Fd(), ip, cn)
+	cn.sess.SetOutputLimit(s.opts.MaxOutput)
+	c.SetContext(cn)
+	s.conns.Add(1)
+	s.log.Debug().Str("peer", ip).Int("fd", c.Fd()).Msg("connection opened")
+	return nil, gnet.None
+}
+
+// OnClose withdraws the connection from the engine: its registrations go,
+// jobs it was running are requeued. Event-loop only.
+func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
+	cn, ok := c.Context().(*conn)
+	if !ok || cn.closed {
+		return gnet.None
+	}
+	cn.closed = true
+	l := cn.loop
+	s.eng.Disconnect(&l.turn, cn.sess)
+	s.flush(l)
+	s.conns.Add(-1)
+	ev := s.log.Debug()
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Int("fd", c.Fd()).Msg("connection closed")
+	return gnet.None
+}
+
+// OnTraffic decodes and runs every complete frame in the connection's
+// input, then flushes every connection that got output. Event-loop only.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	cn := c.Context().(*conn)
+	if cn.need > 0 && c.InboundBuffered() < cn.need {
+		return gnet.None // a large packet is still arriving: don't re-peek it
+	}
+	cn.need = 0
+	buf, _ := c.Peek(-1)
+	l := cn.loop
+	t := &l.turn
+	used, frames := 0, 0
+	action := gnet.None
+	for used < len(buf) && frames < framesPerTurn {
+		rest := buf[used:]
+		if wire.IsText(rest) {
+			line, n, err := wire.DecodeLine(rest)
+			if err != nil {
+				t.SendRaw(cn.sess, []byte("ERR ARGUMENT_TOO_LARGE Line+too+long\r\n"))
+				action = gnet.Close
+				break
+			}
+			if n == 0 {
+				break
+			}
+			used += n
+			frames++
+			if s.adm.Run(t, cn.sess, line) == engine.AdminClose {
+				action = gnet.Close
+				break
+			}
+			continue
+		}
+		p, n, err := wire.Decode(rest, s.opts.MaxPacket)
+		if err != nil {
+			var perr *wire.ProtocolError
+			if errors.As(err, &perr) {
+				t.SendProtocolError(cn.sess, perr)
+			}
+			s.log.Info().Str("peer", cn.sess.Addr).Err(err).Msg("protocol error, closing connection")
+			action = gnet.Close
+			break
+		}
+		if n == 0 {
+			cn.need = p.Len // 0 until the header is in
+			break
+		}
+		used += n
+		frames++
+		s.eng.Handle(t, cn.sess, &p)
+	}
+	_, _ = c.Discard(used)
+	s.flush(l)
+	if action == gnet.None && frames == framesPerTurn && c.InboundBuffered() > 0 {
+		_ = c.Wake(nil) // resume the rest after other connections had a turn
+	}
+	return action
+}
+
+// flush writes out every session that got output during this loop's turn:
+// its own connections directly, other loops' through their inboxes.
+func (s *Server) flush(l *loop) {
+	t := &l.turn
+	for _, sess := range t.Dirty {
+		cn := sess.Owner.(*conn)
+		if cn.loop == l {
+			cn.write()
+		} else {
+			cn.loop.post(sess)
+		}
+	}
+	t.Reset()
+}
+
+// dispatch delivers a turn produced off the event loops (engine timers).
+func (s *Server) dispatch(t *engine.Turn) {
+	for _, sess := range t.Dirty {
+		sess.Owner.(*conn).loop.post(sess)
+	}
+}
+
+// write hands a connection's pending output to gnet. Event-loop only.
+func (cn *conn) write() {
+	p, over := cn.sess.TakeOutput()
+	if cn.closed {
+		return
+	}
+	if over {
+		cn.loop.log.Warn().Str("peer", cn.sess.Addr).Int("fd", cn.c.Fd()).Msg("output limit exceeded, cutting off slow reader")
+		_ = cn.c.Close()
+		return
+	}
+	if len(p) > 0 {
+		_, _ = cn.c.Write(p)
+	}
+	cn.sess.ReturnOutput(p)
+}
+
+// post queues sess for writing by its own loop; any goroutine may call it.
+func (l *loop) post(sess *engine.Session) {
+	l.inMu.Lock()
+	l.inbox = append(l.inbox, sess)
+	wake := !l.scheduled
+	l.scheduled = true
+	l.inMu.Unlock()
+	if wake {
+		_ = l.el.Execute(context.Background(), l)
+	}
+}
+
+// Run drains the inbox on the loop's goroutine (gnet.Runnable).
+func (l *loop) Run(context.Context) error {
+	l.inMu.Lock()
+	batch := l.inbox
+	l.inbox, l.spare = l.spare[:0], nil
+	l.scheduled = false
+	l.inMu.Unlock()
+	for _, sess := range batch {
+		sess.Owner.(*conn).write()
+	}
+	clear(batch)
+	l.inMu.Lock()
+	if l.spare == nil {
+		l.spare = batch[:0]
+	}
+	l.inMu.Unlock()
+	return nil
+}
+
+type gnetLogger struct{ l zerolog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug().Msg(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Info().Msg(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn().Msg(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error().Msg(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Fatal().Msg(fmt.Sprintf(f, a...)) }
