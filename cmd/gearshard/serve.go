@@ -212,6 +212,9 @@ func (s *server) shutdown(graceful bool) {
 	})
 }
 
+// addr is the bound address, host:port.
+func (s *server) addr() string { return s.net.WaitReady().String() }
+
 // wait blocks until the network layer has stopped.
 func (s *server) wait() error {
 	err := <-s.errc

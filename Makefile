@@ -1,0 +1,51 @@
+# gearshard — `make run` starts a server on 127.0.0.1:4730, `make test` runs every test.
+# `make help` lists the targets.
+
+GO        ?= go
+BIN       := bin/gearshard
+PKGS      := ./...
+# Debian packages the tests talk to: real Gearman clients/workers, gearadmin, gearmand.
+DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman
+FUZZTIME  ?= 30s
+
+# `make run -- -r http --http-port 8080`: words after `run` are server flags.
+ifeq (run,$(firstword $(MAKECMDGOALS)))
+  RUN_ARGS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+  ifneq ($(RUN_ARGS),)
+    $(eval $(RUN_ARGS):;@:)
+  endif
+endif
+
+.DEFAULT_GOAL := help
+.PHONY: help build run test test-short deps vet bench fuzz
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/gearshard
+	$(GO) build -o $(BIN) ./cmd/gearshard
+
+run: build ## build and start a server on 127.0.0.1:4730, logging to stderr
+	./$(BIN) -L 127.0.0.1 -p 4730 -l stderr --verbose INFO $(RUN_ARGS)
+
+deps: ## install the Debian packages the tests need (as root), when missing
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		if [ "$$(id -u)" -ne 0 ]; then echo "deps: run as root to install: $$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+vet: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test: deps vet ## install what the tests need, then run every test with the race detector
+	$(GO) test -race -count=1 $(PKGS)
+
+bench: ## hot-path Go benchmarks (wire + engine), with allocations
+	$(GO) test -run '^$$' -bench . -benchmem ./wire/ ./engine/
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	@for t in $$($(GO) test -list '^Fuzz' ./wire/ | grep ^Fuzz); do \
+		echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./wire/ || exit 1; done

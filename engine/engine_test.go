@@ -1,0 +1,299 @@
+package engine
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"gearshard/wire"
+)
+
+// The tests in this file drive the engine directly, with no sockets: a
+// session's output is read back from its outbox.
+
+func newTestEngine(t testing.TB, shards int, mod func(*Options)) *Engine {
+	t.Helper()
+	o := Options{Shards: shards, HandlePrefix: "H:t", Log: zerolog.Nop()}
+	if mod != nil {
+		mod(&o)
+	}
+	e, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+// names returns n function names, all routed to shard idx.
+func names(e *Engine, idx, n int) []string {
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		name := "f" + strconv.Itoa(i)
+		if e.ShardOf([]byte(name)) == idx {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// drain decodes everything queued for s.
+func drain(t testing.TB, s *Session) []wire.Packet {
+	t.Helper()
+	buf, _ := s.TakeOutput()
+	var out []wire.Packet
+	for len(buf) > 0 {
+		p, n, err := wire.Decode(buf, wire.DefaultMaxPacket)
+		if err != nil || n == 0 {
+			t.Fatalf("bad output %q: %v", buf, err)
+		}
+		// Copy the fields: the buffer goes back for reuse.
+		for i := 0; i < p.NField; i++ {
+			p.Field[i] = append([]byte(nil), p.Field[i]...)
+		}
+		out = append(out, p)
+		buf = buf[n:]
+	}
+	return out
+}
+
+func types(ps []wire.Packet) []wire.Type {
+	var ts []wire.Type
+	for _, p := range ps {
+		ts = append(ts, p.Type)
+	}
+	return ts
+}
+
+func req(typ wire.Type, fields ...string) *wire.Packet {
+	args := make([][]byte, len(fields))
+	for i, f := range fields {
+		args[i] = []byte(f)
+	}
+	p, _, err := wire.Decode(wire.AppendRequest(nil, typ, args...), wire.DefaultMaxPacket)
+	if err != nil {
+		panic(err)
+	}
+	return &p
+}
+
+// expectOne asserts s got exactly one packet of type typ and returns it.
+func expectOne(t testing.TB, s *Session, typ wire.Type) wire.Packet {
+	t.Helper()
+	ps := drain(t, s)
+	if len(ps) != 1 || ps[0].Type != typ {
+		t.Fatalf("got %v, want one %s", types(ps), typ)
+	}
+	return ps[0]
+}
+
+func TestHandleRoutesToOwningShard(t *testing.T) {
+	e := newTestEngine(t, 3, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	for _, fn := range []string{"a", "b", "c", "d", "e", "f"} {
+		e.Handle(&tr, c, req(wire.SubmitJobBG, fn, "", "x"))
+		h := expectOne(t, c, wire.JobCreated).Field[0]
+		s, id, ok := e.parseHandle(h)
+		if !ok || s.idx != e.ShardOf([]byte(fn)) || s.jobs[id] == nil {
+			t.Fatalf("handle %s of %s: shard %v ok %v, want shard %d", h, fn, s, ok, e.ShardOf([]byte(fn)))
+		}
+	}
+	for _, bad := range []string{"H:t:", "H:t:0", "H:t:01", "H:x:1", "H:t:1a", "H:t:99999999999999999999999", "H:t:18446744073709551616"} {
+		if _, _, ok := e.parseHandle([]byte(bad)); ok {
+			t.Errorf("parseHandle(%q) accepted", bad)
+		}
+	}
+}
+
+// A worker whose functions live on two shards sleeps once and is woken
+// once, whichever shard gets work first, and then drains both.
+func TestCrossShardSleepAndWake(t *testing.T) {
+	e := newTestEngine(t, 2, nil)
+	var tr Turn
+	fa, fb := names(e, 0, 1)[0], names(e, 1, 1)[0]
+	w := e.NewSession(1, "127.0.0.1", nil)
+	c := e.NewSession(2, "127.0.0.1", nil)
+	e.Handle(&tr, w, req(wire.CanDo, fa))
+	e.Handle(&tr, w, req(wire.CanDo, fb))
+	e.Handle(&tr, w, req(wire.PreSleep))
+	if ps := drain(t, w); len(ps) != 0 {
+		t.Fatalf("sleeping worker got %v", types(ps))
+	}
+	e.Handle(&tr, c, req(wire.SubmitJob, fb, "", "b1"))
+	e.Handle(&tr, c, req(wire.SubmitJob, fa, "", "a1"))
+	expectOne(t, w, wire.Noop) // one NOOP for two shards' jobs
+	e.Handle(&tr, w, req(wire.GrabJob))
+	e.Handle(&tr, w, req(wire.GrabJob))
+	e.Handle(&tr, w, req(wire.GrabJob))
+	got := drain(t, w)
+	if fmt.Sprint(types(got)) != fmt.Sprint([]wire.Type{wire.JobAssign, wire.JobAssign, wire.NoJob}) {
+		t.Fatalf("grabs gave %v", types(got))
+	}
+	seen := map[string]bool{string(got[0].Field[2]): true, string(got[1].Field[2]): true}
+	if !seen["a1"] || !seen["b1"] {
+		t.Fatalf("grabbed %q and %q, want a1 and b1", got[0].Field[2], got[1].Field[2])
+	}
+	// Asleep again with work already queued: NOOP at once.
+	e.Handle(&tr, c, req(wire.SubmitJobBG, fa, "", "a2"))
+	drain(t, c)
+	e.Handle(&tr, w, req(wire.PreSleep))
+	expectOne(t, w, wire.Noop)
+}
+
+// Priority is global over a worker's functions and shards; equal
+// priorities take turns.
+func TestGrabOrderPriorityThenRoundRobin(t *testing.T) {
+	e := newTestEngine(t, 2, nil)
+	var tr Turn
+	a, b := names(e, 0, 1)[0], names(e, 1, 1)[0]
+	c := e.NewSession(1, "127.0.0.1", nil)
+	w := e.NewSession(2, "127.0.0.1", nil)
+	submit := func(typ wire.Type, fn, data string) { e.Handle(&tr, c, req(typ, fn, "", data)) }
+	submit(wire.SubmitJobLowBG, a, "lowA")
+	submit(wire.SubmitJobBG, a, "normA1")
+	submit(wire.SubmitJobBG, a, "normA2")
+	submit(wire.SubmitJobBG, b, "normB1")
+	submit(wire.SubmitJobBG, b, "normB2")
+	submit(wire.SubmitJobHighBG, b, "highB")
+	e.Handle(&tr, w, req(wire.CanDo, a))
+	e.Handle(&tr, w, req(wire.CanDo, b))
+	var order []string
+	for i := 0; i < 6; i++ {
+		e.Handle(&tr, w, req(wire.GrabJob))
+		p := expectOne(t, w, wire.JobAssign)
+		order = append(order, string(p.Field[2]))
+	}
+	if order[0] != "highB" || order[5] != "lowA" {
+		t.Fatalf("order %v: want highB first, lowA last", order)
+	}
+	mid := order[1:5]
+	for i := 1; i < len(mid); i++ {
+		if mid[i][:5] == mid[i-1][:5] {
+			t.Fatalf("order %v: normal jobs of one function served back to back", order)
+		}
+	}
+}
+
+// Many goroutines acting as event loops: clients submit, workers grab,
+// sleep and complete, over functions on every shard. Every job must be
+// assigned exactly once and completed to its client; a lost wake-up shows
+// up as work left queued while every worker sleeps.
+func TestConcurrentNoDoubleAssignNoLostWakeup(t *testing.T) {
+	e := newTestEngine(t, 4, nil)
+	const clients, workers, perClient = 4, 4, 500
+	var funcs []string
+	for i := 0; i < 4; i++ {
+		funcs = append(funcs, names(e, i, 1)[0])
+	}
+	var assigned sync.Map // handle -> worker
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			var tr Turn
+			s := e.NewSession(100+w, "127.0.0.1", nil)
+			for _, f := range funcs[w%2:] {
+				e.Handle(&tr, s, req(wire.CanDo, f))
+			}
+			for {
+				e.Handle(&tr, s, req(wire.GrabJob))
+				idle := false
+				for _, p := range drain(t, s) {
+					switch p.Type {
+					case wire.JobAssign:
+						h := string(p.Field[0])
+						if prev, dup := assigned.LoadOrStore(h, w); dup {
+							t.Errorf("job %s assigned to worker %d and %v", h, w, prev)
+						}
+						e.Handle(&tr, s, req(wire.WorkComplete, h, "done:"+string(p.Field[2])))
+					case wire.NoJob:
+						idle = true
+					}
+				}
+				if !idle {
+					continue
+				}
+				e.Handle(&tr, s, req(wire.PreSleep))
+				for woken := false; !woken; {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					for _, p := range drain(t, s) {
+						woken = woken || p.Type == wire.Noop
+					}
+					if !woken {
+						time.Sleep(20 * time.Microsecond)
+					}
+				}
+			}
+		}(w)
+	}
+	var cwg sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		cwg.Add(1)
+		go func(c int) {
+			defer cwg.Done()
+			var tr Turn
+			s := e.NewSession(200+c, "127.0.0.1", nil)
+			pri := []wire.Type{wire.SubmitJob, wire.SubmitJobHigh, wire.SubmitJobLow}
+			handles := map[string]string{}
+			completed := 0
+			deadline := time.Now().Add(30 * time.Second)
+			for i := 0; i < perClient || completed < perClient; {
+				if i < perClient {
+					data := fmt.Sprintf("c%d-%d", c, i)
+					e.Handle(&tr, s, req(pri[i%3], funcs[i%len(funcs)], "", data))
+					i++
+					for _, p := range drain(t, s) {
+						if p.Type == wire.JobCreated {
+							handles[string(p.Field[0])] = data
+						}
+						completed += checkComplete(t, p, handles)
+					}
+					continue
+				}
+				for _, p := range drain(t, s) {
+					completed += checkComplete(t, p, handles)
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("client %d: %d of %d jobs completed: lost wake-up?", c, completed, perClient)
+					return
+				}
+				time.Sleep(20 * time.Microsecond)
+			}
+		}(c)
+	}
+	cwg.Wait()
+	close(done)
+	wg.Wait()
+	n := 0
+	assigned.Range(func(any, any) bool { n++; return true })
+	if n != clients*perClient {
+		t.Fatalf("%d jobs assigned, want %d", n, clients*perClient)
+	}
+	for _, s := range e.shards {
+		if len(s.jobs) != 0 {
+			t.Errorf("shard %d still holds %d jobs", s.idx, len(s.jobs))
+		}
+	}
+}
+
+func checkComplete(t *testing.T, p wire.Packet, handles map[string]string) int {
+	if p.Type != wire.WorkComplete {
+		return 0
+	}
+	want, ok := handles[string(p.Field[0])]
+	if !ok || string(p.Field[1]) != "done:"+want {
+		t.Errorf("WORK_COMPLETE %q %q: want result for %q", p.Field[0], p.Field[1], want)
+	}
+	return 1
+}
