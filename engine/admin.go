@@ -326,6 +326,8 @@ type jobRow struct {
 	fn        string
 	unique    string
 	retries   uint8
+	bg        bool // persisted kind: gearmand's JOB_QUEUED column
+	ignored   bool // a foreground job nobody waits for any more
 	worker    *Session
 	listeners []*Session
 }
@@ -335,7 +337,8 @@ func (a *Admin) allJobs() []jobRow {
 	for _, s := range a.e.shards {
 		s.mu.Lock()
 		for _, j := range s.jobs {
-			r := jobRow{id: j.id, fn: j.fn.name, unique: string(j.unique()), retries: j.retries, worker: j.worker}
+			r := jobRow{id: j.id, fn: j.fn.name, unique: string(j.unique()), retries: j.retries, worker: j.worker,
+				bg: j.background, ignored: !j.background && !j.hasListeners()}
 			s.forEachListener(j, func(c *Session) { r.listeners = append(r.listeners, c) })
 			rows = append(rows, r)
 		}
@@ -345,12 +348,15 @@ func (a *Admin) allJobs() []jobRow {
 	return rows
 }
 
-// showJobs prints "HANDLE\tRETRIES\tIGNORE\tPERSISTED" per job.
+// showJobs prints "HANDLE\tRETRIES\tIGNORE_JOB\tJOB_QUEUED" per job;
+// gearmand marks background jobs queued (handed to the queue module).
 func (a *Admin) showJobs(out []byte) []byte {
 	for _, r := range a.allJobs() {
 		out = a.e.appendHandle(out, r.id)
 		out = appendTabInt(out, int(r.retries))
-		out = append(out, "\t0\t0\n"...)
+		out = appendTabInt(out, b2i(r.ignored))
+		out = appendTabInt(out, b2i(r.bg))
+		out = append(out, '\n')
 	}
 	return append(out, ".\n"...)
 }
@@ -397,4 +403,11 @@ func appendPeer(b []byte, s *Session) []byte {
 		return append(b, '-')
 	}
 	return append(b, s.Addr...)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -19,6 +19,12 @@ const Version = "1.1.20+gearshard.0.1.0"
 // CLI is the whole command line: the server (default) and its tools.
 type CLI struct {
 	Serve ServeCmd `cmd:"" default:"withargs" help:"Run the job server (the default command)."`
+	Admin AdminCmd `cmd:"" help:"Query or control a server, as gearadmin does (same flags)."`
+}
+
+// stdio is where commands print; bound by run so tests can capture it.
+type stdio struct {
+	Out, Err io.Writer
 }
 
 func main() {
@@ -38,6 +44,12 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		kong.UsageOnError(),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(c int) { exited, code = true, c }),
+		// -h is the host in the client tools, as in gearadmin and gearman;
+		// help is --help.
+		kong.PostBuild(func(k *kong.Kong) error {
+			k.Model.HelpFlag.Short = 0
+			return nil
+		}),
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "gearshard:", err)
@@ -51,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		fmt.Fprintln(stderr, "gearshard:", err)
 		return exitUsage
 	}
-	ctx.BindTo(stdout, (*io.Writer)(nil))
+	ctx.Bind(&stdio{Out: stdout, Err: stderr})
 	if err := ctx.Run(); err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {

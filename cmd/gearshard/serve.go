@@ -82,9 +82,9 @@ func (c *ServeCmd) validate() error {
 
 // Run starts the server and blocks until it is stopped by a signal or the
 // admin "shutdown" command.
-func (c *ServeCmd) Run(stdout io.Writer) error {
+func (c *ServeCmd) Run(std *stdio) error {
 	if c.Version {
-		fmt.Fprintf(stdout, "gearshard %s\n", Version)
+		fmt.Fprintf(std.Out, "gearshard %s\n", Version)
 		return nil
 	}
 	if err := c.validate(); err != nil {

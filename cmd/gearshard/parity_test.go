@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/rs/zerolog"
+
+	"gearshard/netio/gstest"
+	"gearshard/wire"
+)
+
+// serveFromArgs parses a server command line exactly as main does.
+func serveFromArgs(t *testing.T, args ...string) *ServeCmd {
+	t.Helper()
+	var cli CLI
+	parser, err := kong.New(&cli, kong.Exit(func(int) { t.Fatalf("parser exited on %q", args) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parser.Parse(args); err != nil {
+		t.Fatalf("parse %q: %v", args, err)
+	}
+	return &cli.Serve
+}
+
+// startGearshard runs a server from a command line; it stops with the test.
+func startGearshard(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := serveFromArgs(t, append([]string{"-p", "0", "-L", "127.0.0.1"}, args...)...)
+	srv, err := cmd.start(zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.shutdown(false)
+		if err := srv.wait(); err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	return srv.addr()
+}
+
+// startGearmand runs Debian's gearmand on a free loopback port.
+func startGearmand(t *testing.T, args ...string) string {
+	t.Helper()
+	bin, err := exec.LookPath("gearmand")
+	if err != nil {
+		if bin, err = exec.LookPath("/usr/sbin/gearmand"); err != nil {
+			t.Fatal("gearmand not found: install Debian's gearman-job-server (make deps)")
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-L", "127.0.0.1", "-p", strconv.Itoa(port),
+		"-l", filepath.Join(dir, "gearmand.log"), "-P", filepath.Join(dir, "gearmand.pid")}, args...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	gstest.Eventually(t, 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "gearmand did not start on %s", addr)
+	return addr
+}
+
+// gearadmin runs Debian's gearadmin against addr and returns stdout and stderr.
+func gearadmin(t *testing.T, addr string, flags ...string) (string, string) {
+	t.Helper()
+	bin, err := exec.LookPath("gearadmin")
+	if err != nil {
+		t.Fatal("gearadmin not found: install Debian's gearman-tools (make deps)")
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-h", host, "-p", port}, flags...)...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("gearadmin %v: %v (stderr %q)", flags, err, errb.String())
+	}
+	return out.String(), errb.String()
+}
+
+// makeState puts the same jobs, workers and functions on a server: queued
+// background jobs at every priority, a running foreground job held by a
+// worker with a client id, an extra function and a queue limit.
+func makeState(t *testing.T, addr string) (client, worker *gstest.Conn) {
+	client = gstest.Dial(t, addr)
+	for _, s := range [][]string{{"fA", "", "x"}, {"fA", "u1", "y"}, {"fB", "", "z"}, {"fB", "u2", "w"}} {
+		typ := map[string]wire.Type{"x": wire.SubmitJobBG, "y": wire.SubmitJobHighBG, "z": wire.SubmitJobLowBG, "w": wire.SubmitJob}[s[2]]
+		client.Send(typ, s...)
+		client.Expect(wire.JobCreated)
+	}
+	worker = gstest.Dial(t, addr)
+	worker.Send(wire.SetClientID, "wid")
+	worker.Send(wire.CanDo, "fB")
+	worker.Send(wire.GrabJob)
+	worker.Expect(wire.JobAssign, "H:cmp:4", "fB", "w")
+	worker.Send(wire.CanDo, "fA")
+	adm := gstest.Dial(t, addr)
+	for _, line := range []string{"create function fC\r", "maxqueue fA 10"} {
+		if got := adm.Admin(line); got != "OK\r\n" {
+			t.Fatalf("%s: %q", line, got)
+		}
+	}
+	// The worker's CAN_DO is processed once "workers" shows it.
+	gstest.Eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(adm.Admin("workers"), "wid : fA fB")
+	}, "worker registrations not visible")
+	return client, worker
+}
+
+var fdPrefix = regexp.MustCompile(`(?m)^\d+ `)
+
+// normalize makes two replies comparable: fd numbers blanked, lines sorted.
+func normalize(s string) string {
+	lines := strings.Split(fdPrefix.ReplaceAllString(s, "FD "), "\n")
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// TestInteropGearadminParity runs every gearadmin flag against gearmand
+// and gearshard holding the same state: the outputs must match up to line
+// order and file-descriptor numbers.
+func TestInteropGearadminParity(t *testing.T) {
+	gd := startGearmand(t, "-t", "0", "--job-handle-prefix", "H:cmp")
+	gs := startGearshard(t, "-t", "1", "--job-handle-prefix", "H:cmp")
+	makeState(t, gd)
+	makeState(t, gs)
+
+	for _, flags := range [][]string{
+		{"--status"}, {"--priority-status"}, {"--workers"}, {"--show-jobs"}, {"--show-unique-jobs"},
+		{"--server-verbose"}, {"--create-function", "fD"}, {"--drop-function", "fC"},
+		{"--drop-function", "nosuch"}, {"--drop-function", "fA"}, {"--cancel-job", "H:cmp:99"},
+		{"--status", "--workers"}, {"--cancel-job", "H:cmp:1"},
+	} {
+		gdOut, gdErr := gearadmin(t, gd, flags...)
+		gsOut, gsErr := gearadmin(t, gs, flags...)
+		t.Logf("%v: gearmand %q %q / gearshard %q %q", flags, gdOut, gdErr, gsOut, gsErr)
+		if normalize(gdOut) != normalize(gsOut) || gdErr != gsErr {
+			t.Errorf("gearadmin %v:\ngearmand  out %q err %q\ngearshard out %q err %q", flags, gdOut, gdErr, gsOut, gsErr)
+		}
+	}
+	// Values that differ by nature: same shape.
+	for _, c := range []struct {
+		flag string
+		re   string
+	}{{"--getpid", `^\d+\n$`}, {"--server-version", `^1\.1\.\d+\S*\n$`}} {
+		for _, addr := range []string{gd, gs} {
+			out, _ := gearadmin(t, addr, c.flag)
+			if !regexp.MustCompile(c.re).MatchString(out) {
+				t.Errorf("gearadmin %s against %s: %q does not match %s", c.flag, addr, out, c.re)
+			}
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"gearshard/wire"
+)
+
+// jobCycle runs one foreground job through submit, grab and complete, the
+// way the event loops drive the engine, and discards the output as a writer
+// would (taking and returning the buffers).
+type jobCycle struct {
+	e         *Engine
+	tr        Turn
+	c, w      *Session
+	submit    *wire.Packet
+	grab      *wire.Packet
+	complete  wire.Packet
+	handleBuf []byte
+}
+
+func newJobCycle(b *testing.B, e *Engine, fn string, payload int) *jobCycle {
+	jc := &jobCycle{e: e}
+	jc.c = e.NewSession(1, "127.0.0.1", nil)
+	jc.w = e.NewSession(2, "127.0.0.1", nil)
+	e.Handle(&jc.tr, jc.w, req(wire.CanDo, fn))
+	data := make([]byte, payload)
+	jc.submit = req(wire.SubmitJob, fn, "", string(data))
+	jc.grab = req(wire.GrabJob)
+	jc.complete = *req(wire.WorkComplete, "H:t:1", string(data))
+	return jc
+}
+
+func (jc *jobCycle) run() {
+	jc.e.Handle(&jc.tr, jc.c, jc.submit)
+	jc.e.Handle(&jc.tr, jc.w, jc.grab)
+	// The worker answers with the handle it was given.
+	out, _ := jc.w.TakeOutput()
+	p, _, _ := wire.Decode(out, wire.DefaultMaxPacket)
+	jc.handleBuf = append(jc.handleBuf[:0], p.Field[0]...)
+	jc.w.ReturnOutput(out)
+	jc.complete.Field[0] = jc.handleBuf
+	jc.e.Handle(&jc.tr, jc.w, &jc.complete)
+	out, _ = jc.c.TakeOutput()
+	jc.c.ReturnOutput(out)
+	jc.tr.Reset()
+}
+
+// BenchmarkJobCycle is the engine's per-job cost with no sockets: the
+// steady state must not allocate.
+func BenchmarkJobCycle(b *testing.B) {
+	for _, size := range []int{64, 1024} {
+		b.Run(strconv.Itoa(size)+"B", func(b *testing.B) {
+			e := newTestEngine(b, 1, nil)
+			jc := newJobCycle(b, e, "fn", size)
+			jc.run()
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				jc.run()
+			}
+		})
+	}
+}
+
+// BenchmarkShardsParallel runs job cycles from every core at once, each
+// goroutine on its own function. With one shard they share a lock; with a
+// shard per core they should not slow each other down.
+func BenchmarkShardsParallel(b *testing.B) {
+	for _, shards := range []int{1, 2} {
+		b.Run("shards="+strconv.Itoa(shards), func(b *testing.B) {
+			e := newTestEngine(b, shards, nil)
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(next.Add(1) - 1)
+				jc := newJobCycle(b, e, names(e, i%shards, i/shards+1)[i/shards], 64)
+				for pb.Next() {
+					jc.run()
+				}
+			})
+		})
+	}
+}
