@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync"
 
 	"gearshard/wire"
 )
@@ -23,6 +24,13 @@ type AdminConfig struct {
 type Admin struct {
 	e   *Engine
 	cfg AdminConfig
+
+	// Scratch reused by every command, so that a monitoring loop polling
+	// "status" does not feed the garbage collector while millions of jobs
+	// sit on the heap. Commands are rare: one at a time is plenty.
+	mu    sync.Mutex
+	stats []funcStat
+	out   []byte
 }
 
 // AdminAction tells the network layer what to do after a command.
@@ -72,7 +80,14 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 	}
 	cmd := argv[0]
 	is := func(b []byte, s string) bool { return bytes.EqualFold(b, []byte(s)) }
-	var out []byte
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := a.out[:0]
+	defer func() {
+		if cap(out) <= maxSpare {
+			a.out = out[:0]
+		}
+	}()
 	action := AdminContinue
 	switch {
 	case is(cmd, "status"):
@@ -140,7 +155,7 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 		case argc > 1:
 			out = append(out, "ERR unknown_args Unknown+arguments+to+server+command\r\n"...)
 		}
-		if out != nil {
+		if len(out) > 0 {
 			break
 		}
 		if ip := net.ParseIP(sess.Addr); ip == nil || !ip.IsLoopback() {
@@ -166,8 +181,9 @@ type funcStat struct {
 
 // snapshot copies every function's counters, one shard at a time, sorted
 // by name. Counters are kept as queues change, so this never walks a queue.
+// Caller holds a.mu; the result is valid until the next call.
 func (a *Admin) snapshot() []funcStat {
-	var all []funcStat
+	all := a.stats[:0]
 	for _, s := range a.e.shards {
 		s.mu.Lock()
 		for _, f := range s.funcs {
@@ -180,6 +196,7 @@ func (a *Admin) snapshot() []funcStat {
 		s.mu.Unlock()
 	}
 	slices.SortFunc(all, func(x, y funcStat) int { return cmp.Compare(x.name, y.name) })
+	a.stats = all
 	return all
 }
 

@@ -86,3 +86,31 @@ func BenchmarkShardsParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAdminStatus answers "status" while 1,000,000 jobs wait over
+// 1,000 functions: the reply comes from counters, so its cost follows the
+// number of functions, not of jobs.
+func BenchmarkAdminStatus(b *testing.B) {
+	e := newTestEngine(b, 2, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	for i := 0; i < 1_000_000; i++ {
+		e.Handle(&tr, c, req(wire.SubmitJobBG, "fn"+strconv.Itoa(i%1000), "", "payload"))
+		if i%1024 == 0 {
+			out, _ := c.TakeOutput()
+			c.ReturnOutput(out)
+		}
+	}
+	a := NewAdmin(e, AdminConfig{})
+	adm := e.NewSession(2, "127.0.0.1", nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		a.Run(&tr, adm, []byte("status"))
+		out, _ := adm.TakeOutput()
+		if len(out) < 1000*10 {
+			b.Fatalf("status reply too short: %d bytes", len(out))
+		}
+		adm.ReturnOutput(out)
+	}
+}
