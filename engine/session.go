@@ -39,13 +39,12 @@ type Session struct {
 	// Owned by the connection's event loop (the only goroutine that handles
 	// its packets).
 	workShards []int  // shards where this session has registrations
-	grabRR     int    // rotates the first shard tried by GRAB_JOB
+	grabSeq    uint64 // stamps registrations as they are served (fairness)
 	canDoSeq   uint64 // orders registrations newest-first across shards
 }
 
 type sessShard struct {
 	abilities []*ability // newest last
-	rr        int        // rotates the first function tried within the shard
 	held      jobList    // jobs this worker is running
 	waiting   listenerList
 }

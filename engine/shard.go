@@ -60,6 +60,7 @@ type ability struct {
 	fn        *function
 	timeout   time.Duration
 	seq       uint64 // the session's canDoSeq when registered
+	served    uint64 // the session's grabSeq when last served; 0 = never
 	asleep    bool   // listed in fn.sleepers
 	withdrawn bool   // CANT_DO'd or session gone; skipped if still listed
 }

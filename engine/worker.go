@@ -123,22 +123,39 @@ const (
 )
 
 // Grab hands sess its next job: the highest priority queued over all its
-// functions, wherever they live; among equal priorities the shards, and the
-// functions within a shard, take turns. Event-loop only.
+// functions, wherever they live; among equal priorities, the registration
+// served least recently wins, so every function gets its turn however the
+// functions are spread over shards. Event-loop only.
 func (e *Engine) Grab(t *Turn, sess *Session, kind GrabKind) {
 	sess.sleep.Store(awake)
-	n := len(sess.workShards)
+	if len(sess.workShards) == 1 {
+		// All its functions in one shard: look and take under one lock.
+		s := e.shards[sess.workShards[0]]
+		s.mu.Lock()
+		for pri := High; pri < numPriorities; pri++ {
+			if a := s.leastRecentlyServed(sess, pri); a != nil {
+				s.serve(t, sess, a, pri, kind)
+				s.mu.Unlock()
+				return
+			}
+		}
+		s.mu.Unlock()
+		t.send(sess, wire.NoJob)
+		return
+	}
 	for pri := High; pri < numPriorities; pri++ {
-		for k := 0; k < n; k++ {
-			i := sess.workShards[(sess.grabRR+k)%n]
-			s := e.shards[i]
-			if s.runnable[pri].Load() == 0 {
-				continue
+		// Another worker may take the chosen job between looking and
+		// taking; then look again. The bound only matters under a storm of
+		// such races, and the last round takes whatever it finds.
+		for round := 0; round < 4; round++ {
+			s, a := e.leastRecentlyServed(sess, pri)
+			if a == nil {
+				break
 			}
 			s.mu.Lock()
-			if s.grabFrom(t, sess, pri, kind) {
+			if a.fn.queue[pri].head != nil && !a.withdrawn {
+				s.serve(t, sess, a, pri, kind)
 				s.mu.Unlock()
-				sess.grabRR++
 				return
 			}
 			s.mu.Unlock()
@@ -147,22 +164,45 @@ func (e *Engine) Grab(t *Turn, sess *Session, kind GrabKind) {
 	t.send(sess, wire.NoJob)
 }
 
-// grabFrom assigns sess the head job of priority pri of one of its functions
-// in this shard, starting after the function served last.
-func (s *shard) grabFrom(t *Turn, sess *Session, pri Priority, kind GrabKind) bool {
-	ps := &sess.per[s.idx]
-	n := len(ps.abilities)
-	for k := 0; k < n; k++ {
-		a := ps.abilities[(ps.rr+k)%n]
-		j := a.fn.queue[pri].head
-		if j == nil {
+// leastRecentlyServed finds, over the worker's shards, its registration
+// with a job queued at pri that was served longest ago. Shards with nothing
+// queued at pri are skipped without taking their lock.
+func (e *Engine) leastRecentlyServed(sess *Session, pri Priority) (*shard, *ability) {
+	var (
+		bestShard *shard
+		best      *ability
+	)
+	for _, i := range sess.workShards {
+		s := e.shards[i]
+		if s.runnable[pri].Load() == 0 {
 			continue
 		}
-		ps.rr = (ps.rr + k + 1) % n
-		s.assign(t, sess, a, j, kind)
-		return true
+		s.mu.Lock()
+		if a := s.leastRecentlyServed(sess, pri); a != nil && (best == nil || a.served < best.served) {
+			bestShard, best = s, a
+		}
+		s.mu.Unlock()
 	}
-	return false
+	return bestShard, best
+}
+
+// leastRecentlyServed is the same within one shard. Caller holds s.mu.
+func (s *shard) leastRecentlyServed(sess *Session, pri Priority) *ability {
+	var best *ability
+	for _, a := range sess.per[s.idx].abilities {
+		if a.fn.queue[pri].head != nil && (best == nil || a.served < best.served) {
+			best = a
+		}
+	}
+	return best
+}
+
+// serve assigns the head job of a's queue at pri and stamps a as served.
+// Caller holds s.mu.
+func (s *shard) serve(t *Turn, sess *Session, a *ability, pri Priority, kind GrabKind) {
+	sess.grabSeq++
+	a.served = sess.grabSeq
+	s.assign(t, sess, a, a.fn.queue[pri].head, kind)
 }
 
 func (s *shard) assign(t *Turn, sess *Session, a *ability, j *Job, kind GrabKind) {

@@ -296,7 +296,9 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		frames++
 		s.eng.Handle(t, cn.sess, &p)
 	}
-	_, _ = c.Discard(used)
+	if used > 0 {
+		_, _ = c.Discard(used) // gnet's Discard(0) would drop everything buffered
+	}
 	s.flush(l)
 	if action == gnet.None && frames == framesPerTurn && c.InboundBuffered() > 0 {
 		_ = c.Wake(nil) // resume the rest after other connections had a turn

@@ -127,7 +127,7 @@ func splitFields(p *Packet, payload []byte) error {
 		p.Field[i] = payload[:j:j]
 		payload = payload[j+1:]
 	}
-	p.Field[want-1] = payload
+	p.Field[want-1] = payload[:len(payload):len(payload)] // no append into the next packet
 	p.NField = want
 	return nil
 }
