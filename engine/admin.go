@@ -28,9 +28,10 @@ type Admin struct {
 	// Scratch reused by every command, so that a monitoring loop polling
 	// "status" does not feed the garbage collector while millions of jobs
 	// sit on the heap. Commands are rare: one at a time is plenty.
-	mu    sync.Mutex
-	stats []funcStat
-	out   []byte
+	mu     sync.Mutex
+	stats  []funcStat
+	merged []funcStat
+	out    []byte
 }
 
 // AdminAction tells the network layer what to do after a command.
@@ -179,14 +180,17 @@ type funcStat struct {
 	queued                 [numPriorities]int
 }
 
-// snapshot copies every function's counters, one shard at a time, sorted
-// by name. Counters are kept as queues change, so this never walks a queue.
-// Caller holds a.mu; the result is valid until the next call.
+// snapshot copies every function's counters, one shard at a time, and
+// merges the shards' name-ordered lists. Counters are kept as queues
+// change, so this never walks a queue. Caller holds a.mu; the result is
+// valid until the next call.
 func (a *Admin) snapshot() []funcStat {
 	all := a.stats[:0]
+	var runs [][2]int // each shard's span of all, already sorted
 	for _, s := range a.e.shards {
+		start := len(all)
 		s.mu.Lock()
-		for _, f := range s.funcs {
+		for _, f := range s.byName {
 			st := funcStat{name: f.name, total: f.total, running: f.running, worker: len(f.workers)}
 			for p := range st.queued {
 				st.queued[p] = f.queue[p].n + f.delayed[p]
@@ -194,10 +198,28 @@ func (a *Admin) snapshot() []funcStat {
 			all = append(all, st)
 		}
 		s.mu.Unlock()
+		runs = append(runs, [2]int{start, len(all)})
 	}
-	slices.SortFunc(all, func(x, y funcStat) int { return cmp.Compare(x.name, y.name) })
 	a.stats = all
-	return all
+	if len(runs) == 1 {
+		return all
+	}
+	merged := a.merged[:0]
+	for {
+		best := -1
+		for i, r := range runs {
+			if r[0] < r[1] && (best < 0 || all[r[0]].name < all[runs[best][0]].name) {
+				best = i
+			}
+		}
+		if best < 0 {
+			break
+		}
+		merged = append(merged, all[runs[best][0]])
+		runs[best][0]++
+	}
+	a.merged = merged
+	return merged
 }
 
 func (a *Admin) status(out []byte) []byte {
@@ -311,7 +333,7 @@ func (a *Admin) dropFunction(t *Turn, out, name []byte) []byte {
 				return append(out, "ERR there are still connected workers or executing clients\r\n"...)
 			}
 			s.dropQueued(t, f)
-			delete(s.funcs, key)
+			s.dropFunction(f)
 			s.mu.Unlock()
 			return append(out, textOK...)
 		}

@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"gearshard/wire"
 )
@@ -103,14 +105,21 @@ func BenchmarkAdminStatus(b *testing.B) {
 	}
 	a := NewAdmin(e, AdminConfig{})
 	adm := e.NewSession(2, "127.0.0.1", nil)
+	lat := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		start := time.Now()
 		a.Run(&tr, adm, []byte("status"))
 		out, _ := adm.TakeOutput()
+		lat = append(lat, time.Since(start))
 		if len(out) < 1000*10 {
 			b.Fatalf("status reply too short: %d bytes", len(out))
 		}
 		adm.ReturnOutput(out)
 	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"container/heap"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,7 @@ type shard struct {
 	e   *Engine
 
 	funcs  map[string]*function
+	byName []*function // funcs sorted by name, for admin listings without a sort
 	jobs   map[uint64]*Job
 	nextID uint64 // handle numbers: idx+1, idx+1+N, idx+1+2N, ...
 
@@ -211,6 +214,8 @@ func (s *shard) function(name []byte, create bool) *function {
 	}
 	fn := &function{name: string(name)}
 	s.funcs[fn.name] = fn
+	i, _ := slices.BinarySearchFunc(s.byName, fn.name, func(f *function, name string) int { return strings.Compare(f.name, name) })
+	s.byName = slices.Insert(s.byName, i, fn)
 	return fn
 }
 
@@ -366,4 +371,12 @@ func (s *shard) fire() {
 	s.resetTimer()
 	s.mu.Unlock()
 	s.e.dispatch(&t)
+}
+
+// dropFunction forgets a function. Caller holds s.mu.
+func (s *shard) dropFunction(f *function) {
+	delete(s.funcs, f.name)
+	if i := slices.Index(s.byName, f); i >= 0 {
+		s.byName = slices.Delete(s.byName, i, i+1)
+	}
 }
