@@ -30,7 +30,9 @@ type AdminCmd struct {
 	Timeout        time.Duration `default:"10s" help:"Give up on the server after this long."`
 }
 
-// commands lists the admin lines to send, in gearadmin's flag order.
+// commands lists the admin lines to send, in the order gearadmin runs
+// them (it stacks its flags and pops them: getpid first, status last);
+// shutdown, which gearadmin lost in 1.1.15, comes after everything.
 func (c *AdminCmd) commands() []string {
 	var cmds []string
 	add := func(on bool, line string) {
@@ -38,17 +40,17 @@ func (c *AdminCmd) commands() []string {
 			cmds = append(cmds, line)
 		}
 	}
-	add(c.ServerVersion, "version")
-	add(c.ServerVerbose, "verbose")
-	add(c.CreateFunction != "", "create function "+c.CreateFunction)
-	add(c.CancelJob != "", "cancel job "+c.CancelJob)
-	add(c.DropFunction != "", "drop function "+c.DropFunction)
-	add(c.ShowUniqueJobs, "show unique jobs")
-	add(c.ShowJobs, "show jobs")
 	add(c.Getpid, "getpid")
-	add(c.Status, "status")
-	add(c.PriorityStatus, "prioritystatus")
+	add(c.CreateFunction != "", "create function "+c.CreateFunction)
+	add(c.DropFunction != "", "drop function "+c.DropFunction)
+	add(c.ShowJobs, "show jobs")
+	add(c.ShowUniqueJobs, "show unique jobs")
+	add(c.CancelJob != "", "cancel job "+c.CancelJob)
+	add(c.ServerVerbose, "verbose")
+	add(c.ServerVersion, "version")
 	add(c.Workers, "workers")
+	add(c.PriorityStatus, "prioritystatus")
+	add(c.Status, "status")
 	add(c.Shutdown, "shutdown")
 	return cmds
 }

@@ -103,6 +103,17 @@ func gearadmin(t *testing.T, addr string, flags ...string) (string, string) {
 	return out.String(), errb.String()
 }
 
+// ownAdmin runs "gearshard admin" with gearadmin's flags.
+func ownAdmin(t *testing.T, addr string, flags ...string) (string, string) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	var out, errb strings.Builder
+	if code := run(append([]string{"admin", "-h", host, "-p", port}, flags...), &out, &errb); code != 0 {
+		t.Fatalf("gearshard admin %v: exit %d, stderr %q", flags, code, errb.String())
+	}
+	return out.String(), errb.String()
+}
+
 // makeState puts the same jobs, workers and functions on a server: queued
 // background jobs at every priority, a running foreground job held by a
 // worker with a client id, an extra function and a queue limit.
@@ -143,12 +154,15 @@ func normalize(s string) string {
 
 // TestInteropGearadminParity runs every gearadmin flag against gearmand
 // and gearshard holding the same state: the outputs must match up to line
-// order and file-descriptor numbers.
+// order and file-descriptor numbers. "gearshard admin" with the same flags,
+// against a third server in the same state, must print the same too.
 func TestInteropGearadminParity(t *testing.T) {
 	gd := startGearmand(t, "-t", "0", "--job-handle-prefix", "H:cmp")
 	gs := startGearshard(t, "-t", "1", "--job-handle-prefix", "H:cmp")
+	own := startGearshard(t, "-t", "1", "--job-handle-prefix", "H:cmp") // for "gearshard admin"
 	makeState(t, gd)
 	makeState(t, gs)
+	makeState(t, own)
 
 	for _, flags := range [][]string{
 		{"--status"}, {"--priority-status"}, {"--workers"}, {"--show-jobs"}, {"--show-unique-jobs"},
@@ -158,7 +172,10 @@ func TestInteropGearadminParity(t *testing.T) {
 	} {
 		gdOut, gdErr := gearadmin(t, gd, flags...)
 		gsOut, gsErr := gearadmin(t, gs, flags...)
-		t.Logf("%v: gearmand %q %q / gearshard %q %q", flags, gdOut, gdErr, gsOut, gsErr)
+		ownOut, ownErr := ownAdmin(t, own, flags...)
+		if normalize(gdOut) != normalize(ownOut) || gdErr != ownErr {
+			t.Errorf("gearshard admin %v:\ngearmand  out %q err %q\ngearshard out %q err %q", flags, gdOut, gdErr, ownOut, ownErr)
+		}
 		if normalize(gdOut) != normalize(gsOut) || gdErr != gsErr {
 			t.Errorf("gearadmin %v:\ngearmand  out %q err %q\ngearshard out %q err %q", flags, gdOut, gdErr, gsOut, gsErr)
 		}

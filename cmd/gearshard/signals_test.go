@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"gearshard/netio/gstest"
+	"gearshard/wire"
+)
+
+// gearshardBinary builds the server into the test's temporary directory
+// (the build cache makes every build after the first quick).
+func gearshardBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "gearshard")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("building gearshard: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// proc is a gearshard process started by a test.
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan error
+}
+
+// startProcess runs the binary on an ephemeral port and reads the bound
+// address from its "gearshard ready" log line.
+func startProcess(t *testing.T, args ...string) *proc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	cmd := exec.CommandContext(ctx, gearshardBinary(t),
+		append([]string{"-L", "127.0.0.1", "-p", "0", "-l", "stderr", "--verbose", "INFO"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1)}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var ev struct{ Message, Addr string }
+			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Message == "gearshard ready" {
+				ready <- ev.Addr
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-p.done
+	})
+	select {
+	case p.addr = <-ready:
+	case err := <-p.done:
+		t.Fatalf("gearshard exited before it was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("gearshard did not get ready")
+	}
+	return p
+}
+
+// wait returns the process's exit error, failing the test after timeout.
+func (p *proc) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		return err
+	case <-time.After(timeout):
+		t.Fatal("gearshard did not exit")
+		return nil
+	}
+}
+
+func TestSignalTermStops(t *testing.T) {
+	p := startProcess(t)
+	c := gstest.Dial(t, p.addr)
+	c.Send(wire.EchoReq, "up")
+	c.Expect(wire.EchoRes, "up")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+	}
+}
+
+// SIGUSR1 is gearmand's graceful shutdown: no new connections, running
+// jobs finish and reach their clients, then exit 0.
+func TestSignalUsr1Graceful(t *testing.T) {
+	p := startProcess(t)
+	w := gstest.Dial(t, p.addr)
+	c := gstest.Dial(t, p.addr)
+	w.Send(wire.CanDo, "slow")
+	c.Send(wire.SubmitJob, "slow", "", "payload")
+	h := c.Expect(wire.JobCreated).Fields[0]
+	w.Send(wire.GrabJob)
+	w.Expect(wire.JobAssign, h, "slow", "payload")
+
+	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	// New connections are turned away once draining has begun.
+	gstest.Eventually(t, 10*time.Second, func() bool {
+		n := gstest.Dial(t, p.addr)
+		n.TO = time.Second
+		_, err := n.Read()
+		return err != nil && err.Error() == "EOF"
+	}, "new connections still accepted after SIGUSR1")
+	select {
+	case err := <-p.done:
+		t.Fatalf("exited with a job still running: %v", err)
+	default:
+	}
+	w.Send(wire.WorkComplete, h, "result")
+	c.Expect(wire.WorkComplete, h, "result")
+	if err := p.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("exit after graceful shutdown: %v, want status 0", err)
+	}
+}
