@@ -413,7 +413,9 @@ func (e *Engine) CancelJob(t *Turn, handle []byte) bool {
 }
 
 // parseTimeout reads CAN_DO_TIMEOUT's milliseconds as gearmand does
-// (strtol; garbage is 0, meaning no timeout).
+// (strtol; garbage is 0, meaning no timeout), including its floor of one
+// second: workers written when the unit was seconds (Perl Gearman::Worker
+// documents seconds) send small numbers, and those must not fail every job.
 func parseTimeout(b []byte) (time.Duration, bool) {
 	if len(b) > 20 {
 		return 0, false
@@ -425,5 +427,5 @@ func parseTimeout(b []byte) (time.Duration, bool) {
 	if n <= 0 {
 		return 0, true
 	}
-	return time.Duration(n) * time.Millisecond, true
+	return max(time.Duration(n)*time.Millisecond, time.Second), true
 }

@@ -1396,8 +1396,9 @@ func TestE2ESched(t *testing.T) {
 	}
 }
 
-// TestE2ECanDoTimeout: a job outliving its CAN_DO_TIMEOUT (milliseconds)
-// fails to its clients and is gone; the worker's late result is refused.
+// TestE2ECanDoTimeout: a job outliving its CAN_DO_TIMEOUT (milliseconds,
+// raised to gearmand's floor of one second) fails to its clients and is
+// gone; the worker's late result is refused.
 func TestE2ECanDoTimeout(t *testing.T) {
 	t.Parallel()
 	srv := sharedServer(t)
@@ -1424,8 +1425,8 @@ func TestE2ECanDoTimeout(t *testing.T) {
 	c.Expect(wire.WorkFail, h)
 	elapsed := time.Since(start)
 	c2.Expect(wire.WorkFail, h)
-	if elapsed < 300*time.Millisecond || elapsed > 3*time.Second {
-		t.Errorf("WORK_FAIL after %v, want about 300ms", elapsed)
+	if elapsed < time.Second {
+		t.Errorf("WORK_FAIL after %v: before the 1 s floor (300 ms is raised to it)", elapsed)
 	}
 	c.Send(wire.GetStatus, h)
 	c.Expect(wire.StatusRes, h, "0", "0", "0", "0")
@@ -1446,7 +1447,7 @@ func TestE2ECanDoTimeout(t *testing.T) {
 	grab(t, w, hb, "cdt", "bg")
 	hp := submit(t, c, wire.SubmitJob, "cdt-plain", "", "p")
 	grab(t, w, hp, "cdt-plain", "p")
-	gstest.Eventually(t, 3*time.Second, func() bool {
+	gstest.Eventually(t, 5*time.Second, func() bool {
 		c.Send(wire.GetStatus, hb)
 		return c.Expect(wire.StatusRes).Fields[1] == "0"
 	}, "background job never timed out")

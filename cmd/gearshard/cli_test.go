@@ -1,0 +1,259 @@
+package main
+
+// Command-line tests: run(args, stdout, stderr) as main calls it, with
+// gearmand's flag names, exit codes and messages.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"gearshard/netio/gstest"
+	"gearshard/wire"
+)
+
+// TestCLIRun runs command lines that exit at once: -V and --help exit 0,
+// an unknown flag or a bad value exits 2 with one clear line on stderr.
+func TestCLIRun(t *testing.T) {
+	t.Parallel()
+	version := "gearshard " + Version + "\n"
+	for _, c := range []struct {
+		args   string
+		code   int
+		stdout string
+		stderr string // exact, unless prefix is set
+		prefix bool
+	}{
+		{args: "-V", code: 0, stdout: version},
+		{args: "--version", code: 0, stdout: version},
+		{args: "serve -V", code: 0, stdout: version},
+		// gearmand-style flags all parse; -V then prints and exits.
+		{args: "-p 0 -L 127.0.0.1 -t 2 -j 3 -w 1 -R --verbose INFO -V", code: 0, stdout: version},
+		{args: "-p 4730 -L 0.0.0.0 -b 64 -j 255 -w 0 -l none -P /tmp/x.pid -f 0 -q builtin --job-handle-prefix H:x " +
+			"--exceptions --keepalive --keepalive-idle 5 --keepalive-interval 5 --keepalive-count 3 " +
+			"--hashtable-buckets 991 --verbose DEBUG --threads 0 -V", code: 0, stdout: version},
+		{args: "-q BuiltIn -V", code: 0, stdout: version},
+
+		{args: "--bogus", code: 2, stderr: "gearshard: unknown flag --bogus\n"},
+		{args: "extra", code: 2, stderr: "gearshard: unexpected argument extra\n"},
+		{args: "-p abc", code: 2, stderr: "gearshard: --port: expected a valid 64 bit int but got \"abc\"\n"},
+		{args: "--verbose LOUD", code: 2, stderr: `gearshard: --verbose must be one of "FATAL","ALERT","CRITICAL","ERROR","WARNING","NOTICE","INFO","DEBUG" but got "LOUD"` + "\n"},
+		{args: "-j 300", code: 2, stderr: "gearshard: --job-retries 300: must be 0..255\n"},
+		{args: "--job-retries=-1", code: 2, stderr: "gearshard: --job-retries -1: must be 0..255\n"},
+		// A negative value after a short flag reads as a flag: the parser says how to write it.
+		{args: "-j -1", code: 2, stderr: "gearshard: --job-retries: expected int value but got \"-1\" (short flag); perhaps try --job-retries=\"-1\"?\n"},
+		{args: "-p 70000", code: 2, stderr: "gearshard: --port 70000: must be 0..65535\n"},
+		{args: "--threads=-1", code: 2, stderr: "gearshard: --threads -1: must be >= 0\n"},
+		{args: "--worker-wakeup=-2", code: 2, stderr: "gearshard: --worker-wakeup -2: must be >= 0\n"},
+		{args: "-q mysql", code: 2, stderr: "gearshard: --queue-type \"mysql\": not available in this build (builtin)\n"},
+		{args: "-r http", code: 2, stderr: "gearshard: --protocol \"http\": not available in this build\n"},
+		{args: "--max-packet-size 10", code: 2, stderr: "gearshard: --max-packet-size 10: must be at least 1024\n"},
+
+		{args: "--help", code: 0, stdout: "Usage: gearshard <command>", prefix: true},
+	} {
+		t.Run(c.args, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(strings.Fields(c.args), &stdout, &stderr)
+			okOut := stdout.String() == c.stdout || (c.prefix && strings.HasPrefix(stdout.String(), c.stdout))
+			if code != c.code || !okOut || stderr.String() != c.stderr {
+				t.Errorf("run(%q) = %d, stdout %q, stderr %q; want %d, stdout %q, stderr %q",
+					c.args, code, stdout.String(), stderr.String(), c.code, c.stdout, c.stderr)
+			}
+		})
+	}
+}
+
+// parseServe parses a command line into the CLI struct as main's parser
+// does, without running it.
+func parseServe(t *testing.T, args ...string) ServeCmd {
+	t.Helper()
+	var cli CLI
+	parser, err := kong.New(&cli, kong.Name("gearshard"), kong.Exit(func(int) { t.Fatalf("parser exited on %q", args) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parser.Parse(args); err != nil {
+		t.Fatalf("parse %q: %v", args, err)
+	}
+	return cli.Serve
+}
+
+// TestCLIFlagNames checks that gearmand's short flags land in the right
+// fields, and that no flag leaves gearmand's defaults (testServeCmd is
+// what the interop tests start from).
+func TestCLIFlagNames(t *testing.T) {
+	t.Setenv("GEARMAND_PORT", "")
+	os.Unsetenv("GEARMAND_PORT") // restored by t.Setenv's cleanup
+
+	def := testServeCmd()
+	want := ServeCmd{
+		Port: 4730, Listen: "", Threads: 0, Shards: 0, Backlog: 32, JobRetries: 0, WorkerWakeup: 0,
+		JobHandlePrefix: "", LogFile: "stderr", Verbose: "ERROR", PidFile: "", FileDescriptors: 0,
+		QueueType: "builtin", KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
+		HashtableBuckets: 991, MaxPacketSize: 64 << 20, MaxOutputBytes: 128 << 20,
+	}
+	if !equalServe(def, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", def, want)
+	}
+
+	got := parseServe(t, strings.Fields("-p 0 -L 127.0.0.1 -t 2 -j 3 -w 1 -R --verbose INFO -V -b 7 -l none -P /p -f 9 -q BUILTIN")...)
+	want = def
+	want.Port, want.Listen, want.Threads, want.JobRetries, want.WorkerWakeup = 0, "127.0.0.1", 2, 3, 1
+	want.RoundRobin, want.Verbose, want.Version = true, "INFO", true
+	want.Backlog, want.LogFile, want.PidFile, want.FileDescriptors, want.QueueType = 7, "none", "/p", 9, "BUILTIN"
+	if !equalServe(got, want) {
+		t.Errorf("gearmand flags:\n got %+v\nwant %+v", got, want)
+	}
+
+	// GEARMAND_PORT sets the port unless -p is given, as in gearmand.
+	t.Setenv("GEARMAND_PORT", "4999")
+	if p := parseServe(t).Port; p != 4999 {
+		t.Errorf("GEARMAND_PORT=4999: port %d", p)
+	}
+	if p := parseServe(t, "-p", "5000").Port; p != 5000 {
+		t.Errorf("GEARMAND_PORT=4999 -p 5000: port %d", p)
+	}
+}
+
+func equalServe(a, b ServeCmd) bool {
+	if len(a.Protocol) == 0 && len(b.Protocol) == 0 {
+		a.Protocol, b.Protocol = nil, nil
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// TestCLIServe runs the server through run() with gearmand's flags on an
+// ephemeral port, talks to it, and stops it with the admin "shutdown".
+func TestCLIServe(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	logFile, pidFile := filepath.Join(dir, "gearshard.log"), filepath.Join(dir, "gearshard.pid")
+	args := []string{"-p", "0", "-L", "127.0.0.1", "-t", "2", "-j", "3", "-w", "1", "-R", "--verbose", "INFO",
+		"-l", logFile, "-P", pidFile, "--job-handle-prefix", "H:cli"}
+	var stdout, stderr bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(args, &stdout, &stderr) }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			// Stop the server the test could not stop, so run returns.
+			if addr := readyAddr(logFile); addr != "" {
+				if c, err := net.Dial("tcp", addr); err == nil {
+					c.Write([]byte("shutdown\n"))
+					c.Close()
+				}
+			}
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("run did not return")
+			}
+		}
+	})
+
+	var addr string
+	waitFor(t, "the \"gearshard ready\" log line", func() (bool, string) {
+		select {
+		case code := <-done:
+			stopped = true
+			t.Fatalf("run returned %d early; stdout %q stderr %q", code, stdout.String(), stderr.String())
+		default:
+		}
+		addr = readyAddr(logFile)
+		b, _ := os.ReadFile(logFile)
+		return addr != "", string(b)
+	})
+	host, _, _ := net.SplitHostPort(addr)
+	if host != "127.0.0.1" {
+		t.Fatalf("listening on %s; want 127.0.0.1", addr)
+	}
+
+	pid := strconv.Itoa(os.Getpid())
+	if b, err := os.ReadFile(pidFile); err != nil || string(b) != pid+"\n" {
+		t.Fatalf("pid file: %q, %v; want %q", b, err, pid+"\n")
+	}
+	c := gstest.Dial(t, addr)
+	for line, want := range map[string]string{
+		"verbose": "OK INFO\n",
+		"version": "OK " + Version + "\n",
+		"getpid":  "OK " + pid + "\n",
+	} {
+		if got := c.Admin(line); got != want {
+			t.Errorf("admin %s: %q; want %q", line, got, want)
+		}
+	}
+	c.Send(wire.SubmitJobBG, "fn", "", "data")
+	if p := c.Expect(wire.JobCreated); !strings.HasPrefix(p.Fields[0], "H:cli:") {
+		t.Errorf("JOB_CREATED %q: want the H:cli prefix", p.Fields[0])
+	}
+
+	if got := c.Admin("shutdown"); got != "OK\r\n" {
+		t.Fatalf("shutdown: %q", got)
+	}
+	select {
+	case code := <-done:
+		stopped = true
+		if code != 0 || stdout.String() != "" || stderr.String() != "" {
+			t.Fatalf("run = %d, stdout %q, stderr %q; want 0 and no output", code, stdout.String(), stderr.String())
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("run did not return after shutdown")
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Errorf("pid file left behind after shutdown: %v", err)
+	}
+}
+
+// readyAddr returns the address in the log's "gearshard ready" line, or "".
+func readyAddr(logFile string) string {
+	f, err := os.Open(logFile)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var rec struct{ Message, Addr string }
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Message == "gearshard ready" {
+			return rec.Addr
+		}
+	}
+	return ""
+}
+
+// TestCLIRunErrors covers failures after parsing: they exit 1 with the
+// cause on stderr.
+func TestCLIRunErrors(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	busy := l.Addr().(*net.TCPAddr).Port
+	missing := filepath.Join(t.TempDir(), "no", "such")
+	for _, c := range []struct {
+		args, stderr string
+	}{
+		{"-p " + strconv.Itoa(busy) + " -L 127.0.0.1 -l none",
+			"gearshard: cannot listen on 127.0.0.1:" + strconv.Itoa(busy) + ": bind: address already in use\n"},
+		{"-p 0 -L 127.0.0.1 -l none -P " + missing, "gearshard: --pid-file: open " + missing + ": no such file or directory\n"},
+		{"-p 0 -L 127.0.0.1 -l " + missing, "gearshard: --log-file: open " + missing + ": no such file or directory\n"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(strings.Fields(c.args), &stdout, &stderr)
+		if code != 1 || stdout.String() != "" || stderr.String() != c.stderr {
+			t.Errorf("run(%q) = %d, stdout %q, stderr %q; want 1, stderr %q", c.args, code, stdout.String(), stderr.String(), c.stderr)
+		}
+	}
+}
