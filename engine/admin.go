@@ -352,10 +352,7 @@ func (s *shard) dropQueued(t *Turn, f *function) {
 		}
 		s.forward(t, j, wire.WorkFail, s.e.appendHandle(hb[:0], j.id))
 		s.detachAll(j)
-		if j.state == stateQueued {
-			s.dequeue(j)
-		}
-		s.freeJob(j)
+		s.drop(j)
 	}
 }
 

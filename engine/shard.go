@@ -275,6 +275,15 @@ func (s *shard) freeJob(j *Job) {
 	}
 }
 
+// drop forgets a job that is not running, out of its queue or the timer
+// heap. Caller holds s.mu.
+func (s *shard) drop(j *Job) {
+	if j.state == stateQueued {
+		s.dequeue(j)
+	}
+	s.freeJob(j)
+}
+
 // enqueue puts a job at the tail of its priority FIFO and wakes sleepers.
 func (s *shard) enqueue(t *Turn, j *Job) {
 	j.state = stateQueued

@@ -369,15 +369,8 @@ func (s *shard) detach(l *listener) {
 	} else {
 		j.listeners = slices.DeleteFunc(j.listeners, func(x *listener) bool { return x == l })
 	}
-	if j.background || j.hasListeners() {
-		return
-	}
-	switch j.state {
-	case stateQueued:
-		s.dequeue(j)
-		s.freeJob(j)
-	case stateDelayed:
-		s.freeJob(j)
+	if !j.background && !j.hasListeners() && j.state != stateRunning {
+		s.drop(j)
 	}
 }
 
@@ -396,18 +389,16 @@ func (e *Engine) CancelJob(t *Turn, handle []byte) bool {
 	}
 	s.forward(t, j, wire.WorkFail, handle)
 	s.detachAll(j)
-	switch j.state {
-	case stateQueued:
-		s.dequeue(j)
-		s.freeJob(j)
-	case stateDelayed:
-		s.freeJob(j)
-	case stateRunning:
-		j.background = false
-		if j.inUnique {
-			delete(j.fn.unique, j.uniqueKey)
-			j.inUnique = false
-		}
+	if j.state != stateRunning {
+		s.drop(j)
+		return true
+	}
+	// Running: it finishes unheard, and a new submission with its unique
+	// key starts a new job rather than joining a cancelled one.
+	j.background = false
+	if j.inUnique {
+		delete(j.fn.unique, j.uniqueKey)
+		j.inUnique = false
 	}
 	return true
 }

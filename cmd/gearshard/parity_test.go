@@ -12,46 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alecthomas/kong"
-	"github.com/rs/zerolog"
-
 	"gearshard/netio/gstest"
 	"gearshard/wire"
 )
 
-// serveFromArgs parses a server command line exactly as main does.
-func serveFromArgs(t *testing.T, args ...string) *ServeCmd {
-	t.Helper()
-	var cli CLI
-	parser, err := kong.New(&cli, kong.Exit(func(int) { t.Fatalf("parser exited on %q", args) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := parser.Parse(args); err != nil {
-		t.Fatalf("parse %q: %v", args, err)
-	}
-	return &cli.Serve
-}
-
-// startGearshard runs a server from a command line; it stops with the test.
-func startGearshard(t *testing.T, args ...string) string {
-	t.Helper()
-	cmd := serveFromArgs(t, append([]string{"-p", "0", "-L", "127.0.0.1"}, args...)...)
-	srv, err := cmd.start(zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		srv.shutdown(false)
-		if err := srv.wait(); err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
-	return srv.addr()
-}
-
 // startGearmand runs Debian's gearmand on a free loopback port.
-func startGearmand(t *testing.T, args ...string) string {
+func startGearmand(t *testing.T, args ...string) *testServer {
 	t.Helper()
 	bin, err := exec.LookPath("gearmand")
 	if err != nil {
@@ -81,34 +47,14 @@ func startGearmand(t *testing.T, args ...string) string {
 		}
 		return err == nil
 	}, "gearmand did not start on %s", addr)
-	return addr
-}
-
-// gearadmin runs Debian's gearadmin against addr and returns stdout and stderr.
-func gearadmin(t *testing.T, addr string, flags ...string) (string, string) {
-	t.Helper()
-	bin, err := exec.LookPath("gearadmin")
-	if err != nil {
-		t.Fatal("gearadmin not found: install Debian's gearman-tools (make deps)")
-	}
-	host, port, _ := net.SplitHostPort(addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"-h", host, "-p", port}, flags...)...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("gearadmin %v: %v (stderr %q)", flags, err, errb.String())
-	}
-	return out.String(), errb.String()
+	return &testServer{addr: addr, host: "127.0.0.1", port: strconv.Itoa(port), adm: gstest.Dial(t, addr)}
 }
 
 // ownAdmin runs "gearshard admin" with gearadmin's flags.
-func ownAdmin(t *testing.T, addr string, flags ...string) (string, string) {
+func (ts *testServer) ownAdmin(t *testing.T, flags ...string) (string, string) {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(addr)
 	var out, errb strings.Builder
-	if code := run(append([]string{"admin", "-h", host, "-p", port}, flags...), &out, &errb); code != 0 {
+	if code := run(append([]string{"admin"}, ts.hp(flags...)...), &out, &errb); code != 0 {
 		t.Fatalf("gearshard admin %v: exit %d, stderr %q", flags, code, errb.String())
 	}
 	return out.String(), errb.String()
@@ -117,7 +63,8 @@ func ownAdmin(t *testing.T, addr string, flags ...string) (string, string) {
 // makeState puts the same jobs, workers and functions on a server: queued
 // background jobs at every priority, a running foreground job held by a
 // worker with a client id, an extra function and a queue limit.
-func makeState(t *testing.T, addr string) (client, worker *gstest.Conn) {
+func makeState(t *testing.T, ts *testServer) (client, worker *gstest.Conn) {
+	addr := ts.addr
 	client = gstest.Dial(t, addr)
 	for _, s := range [][]string{{"fA", "", "x"}, {"fA", "u1", "y"}, {"fB", "", "z"}, {"fB", "u2", "w"}} {
 		typ := map[string]wire.Type{"x": wire.SubmitJobBG, "y": wire.SubmitJobHighBG, "z": wire.SubmitJobLowBG, "w": wire.SubmitJob}[s[2]]
@@ -130,7 +77,7 @@ func makeState(t *testing.T, addr string) (client, worker *gstest.Conn) {
 	worker.Send(wire.GrabJob)
 	worker.Expect(wire.JobAssign, "H:cmp:4", "fB", "w")
 	worker.Send(wire.CanDo, "fA")
-	adm := gstest.Dial(t, addr)
+	adm := ts.adm
 	for _, line := range []string{"create function fC\r", "maxqueue fA 10"} {
 		if got := adm.Admin(line); got != "OK\r\n" {
 			t.Fatalf("%s: %q", line, got)
@@ -158,8 +105,9 @@ func normalize(s string) string {
 // against a third server in the same state, must print the same too.
 func TestInteropGearadminParity(t *testing.T) {
 	gd := startGearmand(t, "-t", "0", "--job-handle-prefix", "H:cmp")
-	gs := startGearshard(t, "-t", "1", "--job-handle-prefix", "H:cmp")
-	own := startGearshard(t, "-t", "1", "--job-handle-prefix", "H:cmp") // for "gearshard admin"
+	oneShard := func(c *ServeCmd) { c.Threads, c.JobHandlePrefix = 1, "H:cmp" }
+	gs := startServer(t, oneShard)
+	own := startServer(t, oneShard) // for "gearshard admin"
 	makeState(t, gd)
 	makeState(t, gs)
 	makeState(t, own)
@@ -170,9 +118,9 @@ func TestInteropGearadminParity(t *testing.T) {
 		{"--drop-function", "nosuch"}, {"--drop-function", "fA"}, {"--cancel-job", "H:cmp:99"},
 		{"--status", "--workers"}, {"--cancel-job", "H:cmp:1"},
 	} {
-		gdOut, gdErr := gearadmin(t, gd, flags...)
-		gsOut, gsErr := gearadmin(t, gs, flags...)
-		ownOut, ownErr := ownAdmin(t, own, flags...)
+		gdOut, gdErr := gd.gearadmin(t, flags...)
+		gsOut, gsErr := gs.gearadmin(t, flags...)
+		ownOut, ownErr := own.ownAdmin(t, flags...)
 		if normalize(gdOut) != normalize(ownOut) || gdErr != ownErr {
 			t.Errorf("gearshard admin %v:\ngearmand  out %q err %q\ngearshard out %q err %q", flags, gdOut, gdErr, ownOut, ownErr)
 		}
@@ -185,10 +133,13 @@ func TestInteropGearadminParity(t *testing.T) {
 		flag string
 		re   string
 	}{{"--getpid", `^\d+\n$`}, {"--server-version", `^1\.1\.\d+\S*\n$`}} {
-		for _, addr := range []string{gd, gs} {
-			out, _ := gearadmin(t, addr, c.flag)
+		for _, ts := range []*testServer{gd, gs} {
+			out, _ := ts.gearadmin(t, c.flag)
+			if own, _ := ts.ownAdmin(t, c.flag); own != out {
+				t.Errorf("gearshard admin %s against %s: %q, gearadmin printed %q", c.flag, ts.addr, own, out)
+			}
 			if !regexp.MustCompile(c.re).MatchString(out) {
-				t.Errorf("gearadmin %s against %s: %q does not match %s", c.flag, addr, out, c.re)
+				t.Errorf("gearadmin %s against %s: %q does not match %s", c.flag, ts.addr, out, c.re)
 			}
 		}
 	}
