@@ -20,6 +20,7 @@ const Version = "1.1.20+gearshard.0.1.0"
 type CLI struct {
 	Serve ServeCmd `cmd:"" default:"withargs" help:"Run the job server (the default command)."`
 	Admin AdminCmd `cmd:"" help:"Query or control a server, as gearadmin does (same flags)."`
+	Bench BenchCmd `cmd:"" help:"Load-test a Gearman server (any), or compare two."`
 }
 
 // stdio is where commands print; bound by run so tests can capture it.

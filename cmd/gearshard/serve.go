@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ type ServeCmd struct {
 	MaxPacketSize     int      `default:"67108864" help:"Largest packet payload accepted, in bytes."`
 	MaxOutputBytes    int      `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
 	Version           bool     `short:"V" help:"Print the version and exit."`
+	CPUProfile        string   `hidden:"" help:"Write a CPU profile here until shutdown (development)."`
 }
 
 // levels maps gearmand's verbosity names onto zerolog levels.
@@ -106,6 +108,16 @@ func (c *ServeCmd) Run(std *stdio) error {
 			return fmt.Errorf("--pid-file: %w", err)
 		}
 		defer os.Remove(c.PidFile)
+	}
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	srv, err := c.start(log)
 	if err != nil {

@@ -1,0 +1,592 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gearshard/wire"
+)
+
+// Config describes one run.
+type Config struct {
+	Servers  []string      // host:port; clients and workers are spread over them
+	Clients  int           // client connections
+	InFlight int           // jobs each client keeps in flight
+	Workers  int           // worker connections
+	Size     int           // payload bytes (at least 8: the job's sequence number)
+	Funcs    int           // distinct function names
+	Duration time.Duration // how long to run (fg, bg, status)
+	Jobs     int64         // fg/bg: stop after this many jobs instead; drain/submit-only/status: jobs queued first
+	PID      int           // the server's process, for CPU and memory figures; 0 = unknown
+	Label    string        // names the server in reports
+	Progress io.Writer     // live progress line; nil = quiet
+}
+
+// Scenarios lists the scenario names Run accepts.
+var Scenarios = []string{"fg", "bg", "drain", "submit-only", "status", "latency"}
+
+// Run runs one scenario against the configured servers.
+func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("bench: no server")
+	}
+	if cfg.Size < 8 {
+		return nil, errors.New("bench: payload size must be at least 8 bytes")
+	}
+	cfg.Funcs = max(cfg.Funcs, 1)
+	r := &Result{Scenario: scenario, Server: cfg.Label, Params: map[string]string{
+		"clients": strconv.Itoa(cfg.Clients), "in_flight": strconv.Itoa(cfg.InFlight),
+		"workers": strconv.Itoa(cfg.Workers), "size": strconv.Itoa(cfg.Size), "funcs": strconv.Itoa(cfg.Funcs),
+	}}
+	var err error
+	switch scenario {
+	case "fg":
+		err = runFG(ctx, cfg, r)
+	case "latency":
+		cfg.Clients, cfg.InFlight, cfg.Workers = 1, 1, 1
+		r.Params["clients"], r.Params["in_flight"], r.Params["workers"] = "1", "1", "1"
+		err = runFG(ctx, cfg, r)
+	case "bg":
+		err = runBG(ctx, cfg, r)
+	case "drain":
+		err = runDrain(ctx, cfg, r, true)
+	case "submit-only":
+		err = runDrain(ctx, cfg, r, false)
+	case "status":
+		err = runStatus(ctx, cfg, r)
+	default:
+		return nil, fmt.Errorf("bench: unknown scenario %q (want one of %v)", scenario, Scenarios)
+	}
+	r.Clean = err == nil && r.Errors == 0
+	return r, err
+}
+
+func funcName(i int) []byte { return []byte("bench-" + strconv.Itoa(i)) }
+
+// payload fills buf with the job's sequence number and filler.
+func payload(buf []byte, seq uint64) []byte {
+	binary.BigEndian.PutUint64(buf, seq)
+	return buf
+}
+
+// errCounter counts errors and keeps the first for the report.
+type errCounter struct {
+	n     atomic.Int64
+	once  sync.Once
+	first error
+}
+
+func (e *errCounter) add(err error) {
+	e.n.Add(1)
+	e.once.Do(func() { e.first = err })
+}
+
+// server returns the server for connection i.
+func (c *Config) server(i int) string { return c.Servers[i%len(c.Servers)] }
+
+// procMeter samples the server process around the measured interval.
+type procMeter struct {
+	pid    int
+	before ProcSample
+}
+
+func startMeter(pid int) *procMeter {
+	m := &procMeter{pid: pid}
+	if pid > 0 {
+		m.before, _ = SampleProc(pid)
+	}
+	return m
+}
+
+// finish records the server's CPU per job into r.
+func (m *procMeter) finish(r *Result, jobs int64) {
+	if m.pid <= 0 || jobs <= 0 {
+		return
+	}
+	after, err := SampleProc(m.pid)
+	if err != nil {
+		return
+	}
+	d := after.Sub(m.before)
+	r.ServerCPUSec = d.CPU.Seconds()
+	r.CPUPerJobUS = float64(d.CPU.Microseconds()) / float64(jobs)
+}
+
+// progress prints a live line until stop is closed.
+func progress(w io.Writer, label string, done *atomic.Int64, stop <-chan struct{}) {
+	if w == nil {
+		return
+	}
+	start := time.Now()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			fmt.Fprint(w, "\r\033[K")
+			return
+		case <-t.C:
+			n := done.Load()
+			fmt.Fprintf(w, "\r\033[K%s: %d jobs, %.0f jobs/s", label, n, float64(n)/time.Since(start).Seconds())
+		}
+	}
+}
+
+// worker runs the standard worker loop — GRAB_JOB, and when there is
+// nothing, PRE_SLEEP until NOOP — answering every job with its own
+// workload, until ctx ends. onJob sees each job's data.
+func worker(ctx context.Context, addr string, funcs int, errs *errCounter, onJob func(data []byte)) {
+	c, err := dial(addr)
+	if err != nil {
+		errs.add(err)
+		return
+	}
+	go func() { <-ctx.Done(); c.close() }()
+	for i := 0; i < funcs; i++ {
+		c.send(wire.CanDo, funcName(i))
+	}
+	c.send(wire.GrabJob)
+	for {
+		if err := c.flush(); err != nil {
+			break
+		}
+		p, err := c.next()
+		if err != nil {
+			break
+		}
+		switch p.Type {
+		case wire.JobAssign:
+			onJob(p.Field[2])
+			c.send(wire.WorkComplete, p.Field[0], p.Field[2])
+			c.send(wire.GrabJob)
+		case wire.NoJob:
+			c.send(wire.PreSleep)
+		case wire.Noop:
+			c.send(wire.GrabJob)
+		default:
+			errs.add(errUnexpected(&p))
+			c.send(wire.GrabJob)
+		}
+	}
+	if ctx.Err() == nil {
+		errs.add(errors.New("worker connection lost"))
+	}
+}
+
+// pending is one submitted foreground job.
+type pending struct {
+	seq   uint64
+	start time.Time
+}
+
+// runFG: clients keep InFlight foreground jobs each, workers answer with
+// the workload; every result is checked against what was sent for its
+// handle, and each job's round trip is recorded.
+func runFG(ctx context.Context, cfg Config, r *Result) error {
+	var (
+		errs     errCounter
+		done     atomic.Int64
+		stopping atomic.Bool
+		wg       sync.WaitGroup
+		hists    = make([]*Histogram, cfg.Clients)
+	)
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	var wwg sync.WaitGroup
+	for i := 0; i < cfg.Workers; i++ {
+		wwg.Add(1)
+		go func(i int) {
+			defer wwg.Done()
+			worker(wctx, cfg.server(i), cfg.Funcs, &errs, func([]byte) {})
+		}(i)
+	}
+	meter := startMeter(cfg.PID)
+	start := time.Now()
+	stopProgress := make(chan struct{})
+	go progress(cfg.Progress, r.Scenario, &done, stopProgress)
+	for i := 0; i < cfg.Clients; i++ {
+		hists[i] = NewHistogram()
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if err := fgClient(cfg, i, hists[i], &done, &stopping, &errs); err != nil {
+				errs.add(err)
+			}
+		}(i)
+	}
+	if cfg.Jobs == 0 {
+		select {
+		case <-time.After(cfg.Duration):
+		case <-ctx.Done():
+		}
+		stopping.Store(true)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stopProgress)
+	meter.finish(r, done.Load())
+	stopWorkers()
+	wwg.Wait()
+	h := NewHistogram()
+	for _, x := range hists {
+		h.Merge(x)
+	}
+	r.SetLatency(h)
+	r.Jobs, r.Errors = done.Load(), errs.n.Load()
+	r.Elapsed = elapsed
+	r.JobsPerSec = float64(r.Jobs) / elapsed.Seconds()
+	return errs.first
+}
+
+func fgClient(cfg Config, id int, h *Histogram, done *atomic.Int64, stopping *atomic.Bool, errs *errCounter) error {
+	c, err := dial(cfg.server(id))
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	// A bound on a stuck server, not a measurement.
+	_ = c.c.SetDeadline(time.Now().Add(cfg.Duration + 10*time.Minute))
+	buf := make([]byte, cfg.Size)
+	for i := range buf {
+		buf[i] = 'x'
+	}
+	var (
+		seq     = uint64(id) << 40
+		created []pending              // submitted, awaiting JOB_CREATED (FIFO per connection)
+		running = map[string]pending{} // handle → job
+		nf      = cfg.Funcs
+	)
+	submit := func() bool {
+		if stopping.Load() || (cfg.Jobs > 0 && done.Load()+int64(len(created)+len(running)) >= cfg.Jobs) {
+			return false
+		}
+		seq++
+		c.send(wire.SubmitJob, funcName(int(seq)%nf), nil, payload(buf, seq))
+		created = append(created, pending{seq: seq, start: time.Now()})
+		return true
+	}
+	for i := 0; i < cfg.InFlight; i++ {
+		submit()
+	}
+	for len(created)+len(running) > 0 {
+		if !c.buffered() {
+			if err := c.flush(); err != nil {
+				return err
+			}
+		}
+		p, err := c.next()
+		if err != nil {
+			return err
+		}
+		switch p.Type {
+		case wire.JobCreated:
+			if len(created) == 0 {
+				return errors.New("JOB_CREATED with no submission pending")
+			}
+			running[string(p.Field[0])] = created[0]
+			created = created[1:]
+		case wire.WorkComplete:
+			job, ok := running[string(p.Field[0])]
+			if !ok {
+				errs.add(fmt.Errorf("WORK_COMPLETE for unknown handle %q", p.Field[0]))
+				continue
+			}
+			delete(running, string(p.Field[0]))
+			if got := p.Field[1]; len(got) != cfg.Size || binary.BigEndian.Uint64(got) != job.seq {
+				errs.add(fmt.Errorf("handle %q: result is not its workload", p.Field[0]))
+			} else {
+				h.Record(time.Since(job.start))
+				done.Add(1)
+			}
+			submit()
+		case wire.WorkData, wire.WorkStatus, wire.WorkWarning:
+		default:
+			errs.add(errUnexpected(&p))
+			return errs.first
+		}
+	}
+	return c.flush()
+}
+
+// submitBG queues jobs background jobs from cfg.Clients connections, each
+// keeping InFlight submissions outstanding, and returns when every
+// JOB_CREATED is in. fn picks each job's function.
+func submitBG(cfg Config, jobs int64, fn func(seq uint64) []byte, created *atomic.Int64, errs *errCounter) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for i := 0; i < cfg.Clients; i++ {
+		wg.Add(1)
+		go func(id int) {
+			defer wg.Done()
+			c, err := dial(cfg.server(id))
+			if err != nil {
+				errs.add(err)
+				return
+			}
+			defer c.close()
+			buf := make([]byte, cfg.Size)
+			for i := range buf {
+				buf[i] = 'x'
+			}
+			outstanding := 0
+			submit := func() {
+				n := next.Add(1)
+				if n > jobs {
+					return
+				}
+				c.send(wire.SubmitJobBG, fn(uint64(n)), nil, payload(buf, uint64(n)))
+				outstanding++
+			}
+			for i := 0; i < max(cfg.InFlight, 1); i++ {
+				submit()
+			}
+			for outstanding > 0 {
+				if !c.buffered() {
+					if err := c.flush(); err != nil {
+						errs.add(err)
+						return
+					}
+				}
+				p, err := c.next()
+				if err != nil {
+					errs.add(err)
+					return
+				}
+				if p.Type != wire.JobCreated {
+					errs.add(errUnexpected(&p))
+					return
+				}
+				outstanding--
+				created.Add(1)
+				submit()
+			}
+		}(i)
+	}
+	wg.Wait()
+}
+
+// seqSet checks that workers saw every submitted job exactly once.
+type seqSet struct {
+	mu   sync.Mutex
+	seen []uint64
+}
+
+func (s *seqSet) add(data []byte) {
+	s.mu.Lock()
+	s.seen = append(s.seen, binary.BigEndian.Uint64(data))
+	s.mu.Unlock()
+}
+
+// check returns an error unless the sequence numbers 1..n were each seen once.
+func (s *seqSet) check(n int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slices.Sort(s.seen)
+	if int64(len(s.seen)) != n {
+		return fmt.Errorf("workers got %d jobs, %d were submitted", len(s.seen), n)
+	}
+	for i, v := range s.seen {
+		if v != uint64(i+1) {
+			return fmt.Errorf("job %d delivered wrongly (duplicate or unknown sequence %d)", i+1, v)
+		}
+	}
+	return nil
+}
+
+// runBG: clients submit background jobs while workers drain them; reports
+// the submit rate and the drain rate.
+func runBG(ctx context.Context, cfg Config, r *Result) error {
+	jobs := cfg.Jobs
+	if jobs == 0 {
+		jobs = 100_000
+	}
+	var errs errCounter
+	var created, drained atomic.Int64
+	var seen seqSet
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	var wwg sync.WaitGroup
+	for i := 0; i < cfg.Workers; i++ {
+		wwg.Add(1)
+		go func(i int) {
+			defer wwg.Done()
+			worker(wctx, cfg.server(i), cfg.Funcs, &errs, func(d []byte) { seen.add(d); drained.Add(1) })
+		}(i)
+	}
+	meter := startMeter(cfg.PID)
+	stopProgress := make(chan struct{})
+	go progress(cfg.Progress, r.Scenario, &drained, stopProgress)
+	start := time.Now()
+	submitBG(cfg, jobs, func(seq uint64) []byte { return funcName(int(seq) % cfg.Funcs) }, &created, &errs)
+	submitted := time.Since(start)
+	waitCount(ctx, &drained, created.Load(), &errs)
+	elapsed := time.Since(start)
+	close(stopProgress)
+	meter.finish(r, drained.Load())
+	stopWorkers()
+	wwg.Wait()
+	if err := seen.check(created.Load()); err != nil {
+		errs.add(err)
+	}
+	r.Jobs, r.Errors, r.Elapsed = drained.Load(), errs.n.Load(), elapsed
+	r.JobsPerSec = float64(r.Jobs) / elapsed.Seconds()
+	r.Extra = map[string]float64{
+		"submit_per_sec": float64(created.Load()) / submitted.Seconds(),
+		"drain_per_sec":  float64(r.Jobs) / elapsed.Seconds(),
+	}
+	return errs.first
+}
+
+// waitCount polls until counter reaches n, ctx ends, or it stops moving
+// for a minute (a lost job), which counts as an error.
+func waitCount(ctx context.Context, counter *atomic.Int64, n int64, errs *errCounter) {
+	last, lastMove := counter.Load(), time.Now()
+	for counter.Load() < n {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Millisecond):
+		}
+		if v := counter.Load(); v != last {
+			last, lastMove = v, time.Now()
+		} else if time.Since(lastMove) > time.Minute {
+			errs.add(fmt.Errorf("stuck at %d of %d jobs", v, n))
+			return
+		}
+	}
+}
+
+// runDrain queues Jobs background jobs with no worker connected (the
+// enqueue rate, and with a PID the server's memory per queued job); with
+// drain set it then starts the workers and times how fast they empty it.
+func runDrain(ctx context.Context, cfg Config, r *Result, drain bool) error {
+	jobs := cfg.Jobs
+	if jobs == 0 {
+		jobs = 1_000_000
+	}
+	r.Params["jobs"] = strconv.FormatInt(jobs, 10)
+	var errs errCounter
+	var created, drained atomic.Int64
+	var before ProcSample
+	if cfg.PID > 0 {
+		before, _ = SampleProc(cfg.PID)
+	}
+	stopProgress := make(chan struct{})
+	go progress(cfg.Progress, r.Scenario+" (queueing)", &created, stopProgress)
+	start := time.Now()
+	submitBG(cfg, jobs, func(seq uint64) []byte { return funcName(int(seq) % cfg.Funcs) }, &created, &errs)
+	queued := time.Since(start)
+	close(stopProgress)
+	r.Extra = map[string]float64{"submit_per_sec": float64(created.Load()) / queued.Seconds()}
+	if cfg.PID > 0 {
+		if after, err := SampleProc(cfg.PID); err == nil && created.Load() > 0 {
+			r.RSSPerJobBytes = float64(after.RSS-before.RSS) / float64(created.Load())
+			r.Extra["submit_cpu_per_job_us"] = float64(after.Sub(before).CPU.Microseconds()) / float64(created.Load())
+		}
+	}
+	r.Jobs, r.Elapsed = created.Load(), queued
+	r.JobsPerSec = r.Extra["submit_per_sec"]
+	if !drain {
+		r.Errors = errs.n.Load()
+		return errs.first
+	}
+	var seen seqSet
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	meter := startMeter(cfg.PID)
+	stopProgress = make(chan struct{})
+	go progress(cfg.Progress, r.Scenario, &drained, stopProgress)
+	start = time.Now()
+	var wwg sync.WaitGroup
+	for i := 0; i < cfg.Workers; i++ {
+		wwg.Add(1)
+		go func(i int) {
+			defer wwg.Done()
+			worker(wctx, cfg.server(i), cfg.Funcs, &errs, func(d []byte) { seen.add(d); drained.Add(1) })
+		}(i)
+	}
+	waitCount(ctx, &drained, created.Load(), &errs)
+	elapsed := time.Since(start)
+	close(stopProgress)
+	meter.finish(r, drained.Load())
+	stopWorkers()
+	wwg.Wait()
+	if err := seen.check(created.Load()); err != nil {
+		errs.add(err)
+	}
+	r.Jobs, r.Errors, r.Elapsed = drained.Load(), errs.n.Load(), elapsed
+	r.JobsPerSec = float64(r.Jobs) / elapsed.Seconds()
+	r.Extra["drain_per_sec"] = r.JobsPerSec
+	return errs.first
+}
+
+// runStatus holds Jobs queued background jobs over Funcs functions (no
+// worker does them) and, while a foreground load runs on another function,
+// times the admin "status" command. Latency figures are status's.
+func runStatus(ctx context.Context, cfg Config, r *Result) error {
+	jobs := cfg.Jobs
+	if jobs == 0 {
+		jobs = 1_000_000
+	}
+	r.Params["jobs"] = strconv.FormatInt(jobs, 10)
+	var errs errCounter
+	var created atomic.Int64
+	submitBG(cfg, jobs, func(seq uint64) []byte { return []byte("held-" + strconv.Itoa(int(seq)%cfg.Funcs)) }, &created, &errs)
+
+	// The foreground load: a separate function set with workers.
+	load := cfg
+	load.Funcs, load.Jobs = 1, 0
+	fgDone := make(chan *Result, 1)
+	go func() {
+		fr := &Result{Scenario: "fg", Params: map[string]string{}}
+		_ = runFG(ctx, load, fr)
+		fgDone <- fr
+	}()
+	h := NewHistogram()
+	c, err := dial(cfg.server(0))
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	deadline := time.Now().Add(cfg.Duration)
+	n := int64(0)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		t0 := time.Now()
+		c.sendLine("status")
+		if err := c.flush(); err != nil {
+			errs.add(err)
+			break
+		}
+		lines := 0
+		for {
+			line, err := c.line()
+			if err != nil {
+				errs.add(err)
+				return errs.first
+			}
+			if string(line) == "." {
+				break
+			}
+			lines++
+		}
+		h.Record(time.Since(t0))
+		n++
+		if lines < cfg.Funcs {
+			errs.add(fmt.Errorf("status listed %d functions, want at least %d", lines, cfg.Funcs))
+		}
+	}
+	fr := <-fgDone
+	r.SetLatency(h)
+	r.Jobs, r.Errors, r.Elapsed = n, errs.n.Load()+fr.Errors, cfg.Duration
+	r.JobsPerSec = float64(n) / cfg.Duration.Seconds()
+	r.Extra = map[string]float64{"fg_jobs_per_sec": fr.JobsPerSec, "queued_jobs": float64(created.Load())}
+	return errs.first
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"time"
+
+	"github.com/mattn/go-isatty"
+
+	"gearshard/bench"
+)
+
+// BenchCmd load-tests any Gearman server, or compares two.
+type BenchCmd struct {
+	Scenario string        `arg:"" enum:"fg,bg,drain,submit-only,status,latency" help:"fg, bg, drain, submit-only, status or latency."`
+	Host     []string      `short:"h" default:"127.0.0.1" help:"Server host or host:port; repeat for several servers."`
+	Port     int           `short:"p" default:"4730" help:"Port for hosts given without one."`
+	Clients  int           `short:"c" default:"8" help:"Client connections."`
+	InFlight int           `short:"P" default:"16" help:"Jobs each client keeps in flight."`
+	Workers  int           `short:"w" default:"8" help:"Worker connections."`
+	Size     int           `short:"s" default:"64" help:"Payload bytes (at least 8)."`
+	Funcs    int           `short:"f" default:"1" help:"Distinct function names."`
+	Duration time.Duration `short:"d" default:"10s" help:"How long to run (fg, bg, status)."`
+	Jobs     int64         `short:"n" default:"0" help:"fg/bg: stop after this many jobs; drain, submit-only, status: jobs to queue (default 1000000)."`
+	PID      int           `help:"The server's PID, for its CPU per job and memory per queued job (local servers)."`
+	JSON     bool          `help:"Print results as JSON."`
+	Compare  []string      `help:"Two targets to compare, each label=COMMAND (started per round, {port} = a free port) or label@host:port[/pid]; the first is the baseline."`
+	Rounds   int           `default:"3" help:"Rounds of A B alternation with --compare."`
+}
+
+// Run executes the scenario once, or as a comparison.
+func (c *BenchCmd) Run(std *stdio) error {
+	if c.Size < 8 {
+		return usagef("bench: --size must be at least 8")
+	}
+	cfg := bench.Config{
+		Clients: c.Clients, InFlight: c.InFlight, Workers: c.Workers, Size: c.Size, Funcs: c.Funcs,
+		Duration: c.Duration, Jobs: c.Jobs, PID: c.PID,
+	}
+	if f, ok := std.Err.(*os.File); ok && !c.JSON && isatty.IsTerminal(f.Fd()) {
+		cfg.Progress = f
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	if len(c.Compare) > 0 {
+		if len(c.Compare) != 2 {
+			return usagef("bench: --compare takes exactly two targets")
+		}
+		a, err := bench.ParseTarget(c.Compare[0])
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		b, err := bench.ParseTarget(c.Compare[1])
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		cmp, err := bench.Compare(ctx, c.Scenario, cfg, a, b, c.Rounds)
+		if c.JSON {
+			var all []*bench.Result
+			for _, r := range cmp.Rounds {
+				all = append(all, r[0], r[1])
+			}
+			bench.WriteJSON(std.Out, all)
+		} else {
+			bench.WriteComparison(std.Out, cmp)
+		}
+		return err
+	}
+	for _, h := range c.Host {
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			h = net.JoinHostPort(h, strconv.Itoa(c.Port))
+		}
+		cfg.Servers = append(cfg.Servers, h)
+	}
+	cfg.Label = cfg.Servers[0]
+	r, err := bench.Run(ctx, c.Scenario, cfg)
+	if r != nil {
+		if c.JSON {
+			bench.WriteJSON(std.Out, []*bench.Result{r})
+		} else {
+			bench.WriteText(std.Out, r)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return nil
+}
