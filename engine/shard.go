@@ -24,6 +24,7 @@ const (
 // holds mu is the only thread inside; every field below is guarded by it
 // unless marked atomic.
 type shard struct {
+	_   [64]byte // keep shards on separate cache lines: each is hot on its own core
 	mu  sync.Mutex
 	idx int
 	e   *Engine
@@ -42,6 +43,7 @@ type shard struct {
 	timerWhen time.Time
 
 	free []*Job // recycled job records
+	_    [64]byte
 }
 
 // function is one function name's state within its shard.
