@@ -194,6 +194,7 @@ func runFG(ctx context.Context, cfg Config, r *Result) error {
 	var (
 		errs     errCounter
 		done     atomic.Int64
+		settled  atomic.Int64
 		stopping atomic.Bool
 		wg       sync.WaitGroup
 		hists    = make([]*Histogram, cfg.Clients)
@@ -217,7 +218,7 @@ func runFG(ctx context.Context, cfg Config, r *Result) error {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			if err := fgClient(cfg, i, hists[i], &done, &stopping, &errs); err != nil {
+			if err := fgClient(cfg, i, hists[i], &done, &settled, &stopping, &errs); err != nil {
 				errs.add(err)
 			}
 		}(i)
@@ -246,7 +247,10 @@ func runFG(ctx context.Context, cfg Config, r *Result) error {
 	return errs.first
 }
 
-func fgClient(cfg Config, id int, h *Histogram, done *atomic.Int64, stopping *atomic.Bool, errs *errCounter) error {
+// fgClient runs one client connection. done counts jobs whose result
+// checked out; settled counts every finished job, good or bad, and bounds
+// a run of cfg.Jobs.
+func fgClient(cfg Config, id int, h *Histogram, done, settled *atomic.Int64, stopping *atomic.Bool, errs *errCounter) error {
 	c, err := dial(cfg.server(id))
 	if err != nil {
 		return err
@@ -265,7 +269,7 @@ func fgClient(cfg Config, id int, h *Histogram, done *atomic.Int64, stopping *at
 		nf      = cfg.Funcs
 	)
 	submit := func() bool {
-		if stopping.Load() || (cfg.Jobs > 0 && done.Load()+int64(len(created)+len(running)) >= cfg.Jobs) {
+		if stopping.Load() || (cfg.Jobs > 0 && settled.Load()+int64(len(created)+len(running)) >= cfg.Jobs) {
 			return false
 		}
 		seq++
@@ -300,6 +304,7 @@ func fgClient(cfg Config, id int, h *Histogram, done *atomic.Int64, stopping *at
 				continue
 			}
 			delete(running, string(p.Field[0]))
+			settled.Add(1)
 			if got := p.Field[1]; len(got) != cfg.Size || binary.BigEndian.Uint64(got) != job.seq {
 				errs.add(fmt.Errorf("handle %q: result is not its workload", p.Field[0]))
 			} else {

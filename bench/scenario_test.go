@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"gearshard/netio/gstest"
+	"gearshard/wire"
+)
+
+func smallConfig(addr string) Config {
+	return Config{
+		Servers: []string{addr}, Clients: 2, InFlight: 4, Workers: 2, Size: 64, Funcs: 3,
+		Duration: 300 * time.Millisecond, Jobs: 2000, Label: "test",
+	}
+}
+
+// Every scenario runs clean against a real server and measures something.
+func TestScenariosRunClean(t *testing.T) {
+	srv := gstest.Start(t, nil)
+	for _, sc := range Scenarios {
+		t.Run(sc, func(t *testing.T) {
+			cfg := smallConfig(srv.Addr)
+			cfg.PID = os.Getpid() // the server runs in this process
+			r, err := Run(context.Background(), sc, cfg)
+			if err != nil {
+				t.Fatalf("%s: %v", sc, err)
+			}
+			if !r.Clean || r.Errors != 0 || r.Jobs <= 0 || r.JobsPerSec <= 0 {
+				t.Fatalf("%s: %+v", sc, r)
+			}
+			switch sc {
+			case "fg", "latency", "status":
+				if r.LatencyP50 <= 0 || r.LatencyMax < r.LatencyP50 {
+					t.Errorf("%s: latency p50 %v max %v", sc, r.LatencyP50, r.LatencyMax)
+				}
+			case "bg", "drain":
+				if r.Jobs != cfg.Jobs || r.Extra["submit_per_sec"] <= 0 || r.Extra["drain_per_sec"] <= 0 {
+					t.Errorf("%s: jobs %d, extra %v", sc, r.Jobs, r.Extra)
+				}
+			case "submit-only":
+				if r.Jobs != cfg.Jobs || r.RSSPerJobBytes == 0 && r.Extra["submit_per_sec"] <= 0 {
+					t.Errorf("%s: %+v", sc, r)
+				}
+			}
+			if sc != "status" && sc != "submit-only" && r.CPUPerJobUS <= 0 {
+				t.Errorf("%s: no CPU per job with a PID given", sc)
+			}
+		})
+	}
+}
+
+// A worker that answers with the wrong workload is caught: the run counts
+// errors and is not reported clean.
+func TestWrongResultsAreCounted(t *testing.T) {
+	srv := gstest.Start(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		w, err := dial(srv.Addr)
+		if err != nil {
+			return
+		}
+		go func() { <-ctx.Done(); w.close() }()
+		w.send(wire.CanDo, funcName(0))
+		w.send(wire.GrabJob)
+		for w.flush() == nil {
+			p, err := w.next()
+			if err != nil {
+				return
+			}
+			switch p.Type {
+			case wire.JobAssign:
+				w.send(wire.WorkComplete, p.Field[0], []byte("not the workload"))
+				w.send(wire.GrabJob)
+			case wire.NoJob:
+				w.send(wire.PreSleep)
+			case wire.Noop:
+				w.send(wire.GrabJob)
+			}
+		}
+	}()
+	cfg := smallConfig(srv.Addr)
+	cfg.Workers, cfg.Funcs, cfg.Jobs = 0, 1, 50
+	r, _ := Run(context.Background(), "fg", cfg)
+	if r == nil || r.Clean || r.Errors == 0 {
+		t.Fatalf("wrong results went unnoticed: %+v", r)
+	}
+}
