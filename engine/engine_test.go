@@ -44,7 +44,7 @@ func names(e *Engine, idx, n int) []string {
 // drain decodes everything queued for s.
 func drain(t testing.TB, s *Session) []wire.Packet {
 	t.Helper()
-	buf, _ := s.TakeOutput()
+	buf := s.takeOutput()
 	var out []wire.Packet
 	for len(buf) > 0 {
 		p, n, err := wire.Decode(buf, wire.DefaultMaxPacket)

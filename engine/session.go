@@ -62,8 +62,7 @@ func (s *Session) ClientID() string {
 type outbox struct {
 	mu      sync.Mutex
 	buf     []byte
-	spare   []byte
-	pending bool // the session is on some Turn's dirty list, not yet taken
+	pending bool // the session is on some Turn's dirty list, not yet flushed
 	closed  bool
 	limit   int
 	over    bool // output exceeded limit: the connection must be cut off
@@ -132,34 +131,30 @@ func (t *Turn) SendRaw(s *Session, p []byte) {
 	t.end(s, append(b, p...))
 }
 
-// TakeOutput hands the pending output to the writer and clears the pending
-// mark; over reports that the output limit was exceeded. The caller must
-// give the slice back with ReturnOutput once written.
-func (s *Session) TakeOutput() (p []byte, over bool) {
-	o := &s.out
-	o.mu.Lock()
-	p, over = o.buf, o.over
-	o.buf, o.spare = o.spare[:0], nil
-	o.pending = false
-	o.mu.Unlock()
-	return p, over
-}
-
-// maxSpare bounds the buffer kept between flushes, so one large reply does
-// not pin its memory for the life of the connection.
+// maxSpare bounds the buffer kept between flushes.
 const maxSpare = 256 << 10
 
-// ReturnOutput gives back a buffer from TakeOutput for reuse.
-func (s *Session) ReturnOutput(p []byte) {
-	if cap(p) > maxSpare {
-		return
-	}
+// WriteOutput hands the pending output to write while holding the outbox
+// lock, so that writes to the connection stay in order whichever goroutine
+// makes them. write returns how many bytes it took; the rest stays pending
+// for a later flush. It reports whether bytes remain, and whether the
+// output outgrew its limit (the connection must then be cut off). A closed
+// session writes nothing.
+func (s *Session) WriteOutput(write func(p []byte) int) (remaining, over bool) {
 	o := &s.out
 	o.mu.Lock()
-	if o.spare == nil && !o.closed {
-		o.spare = p[:0]
+	defer o.mu.Unlock()
+	o.pending = false
+	if o.closed || len(o.buf) == 0 {
+		return false, o.over
 	}
-	o.mu.Unlock()
+	n := write(o.buf)
+	rest := copy(o.buf, o.buf[n:])
+	o.buf = o.buf[:rest]
+	if rest == 0 && cap(o.buf) > maxSpare {
+		o.buf = nil // one large reply must not pin its memory for the connection's life
+	}
+	return rest > 0, o.over
 }
 
 // SetOutputLimit caps the bytes that may wait for this connection's

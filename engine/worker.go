@@ -336,7 +336,7 @@ func (s *shard) requeue(t *Turn, j *Job) {
 func (e *Engine) Disconnect(t *Turn, sess *Session) {
 	sess.out.mu.Lock()
 	sess.out.closed = true
-	sess.out.buf, sess.out.spare = nil, nil
+	sess.out.buf = nil
 	sess.out.mu.Unlock()
 	for _, s := range e.shards {
 		s.mu.Lock()

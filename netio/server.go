@@ -68,8 +68,13 @@ type loop struct {
 	log  zerolog.Logger
 	turn engine.Turn // reused for every read on this loop
 
-	// inbox lists sessions of this loop that got output from another
-	// goroutine; one Execute per batch delivers them, not one per packet.
+	// inbox lists sessions of this loop whose output another goroutine
+	// could not write (the socket was full); one Execute per batch.
+	// busy is set while the loop handles a read: it is awake and will
+	// flush its inbox soon, so output for its connections is better queued
+	// there (and merged with the rest) than written by another goroutine.
+	busy atomic.Bool
+
 	inMu      sync.Mutex
 	inbox     []*engine.Session
 	spare     []*engine.Session
@@ -79,10 +84,15 @@ type loop struct {
 // conn is one connection's network state. Event-loop only.
 type conn struct {
 	c      gnet.Conn
+	fd     int
 	loop   *loop
 	sess   *engine.Session
-	need   int // bytes needed before the pending packet is complete
-	closed bool
+	need   int  // bytes needed before the pending packet is complete
+	closed bool // OnClose ran
+	// viaGnet: gnet holds output the socket could not take; until it has
+	// written it, nobody writes to the socket directly. Guarded by the
+	// session's outbox lock (set and read only inside WriteOutput).
+	viaGnet bool
 }
 
 // New prepares a server; Serve starts it.
@@ -212,7 +222,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.draining.Load() {
 		return nil, gnet.Close
 	}
-	cn := &conn{c: c, loop: s.loopOf(c.EventLoop())}
+	cn := &conn{c: c, fd: c.Fd(), loop: s.loopOf(c.EventLoop())}
 	ip := ""
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		ip = ta.IP.String()
@@ -255,6 +265,8 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	cn.need = 0
 	buf, _ := c.Peek(-1)
 	l := cn.loop
+	l.busy.Store(true)
+	defer l.busy.Store(false)
 	t := &l.turn
 	used, frames := 0, 0
 	action := gnet.None
@@ -306,46 +318,78 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	return action
 }
 
-// flush writes out every session that got output during this loop's turn:
-// its own connections directly, other loops' through their inboxes.
+// flush writes out every session that got output during this loop's turn.
+// Event-loop only.
 func (s *Server) flush(l *loop) {
-	t := &l.turn
-	for _, sess := range t.Dirty {
+	for _, sess := range l.turn.Dirty {
 		cn := sess.Owner.(*conn)
-		if cn.loop == l {
-			cn.write()
-		} else {
-			cn.loop.post(sess)
-		}
+		cn.flush(cn.loop == l)
 	}
-	t.Reset()
+	l.turn.Reset()
 }
 
 // dispatch delivers a turn produced off the event loops (engine timers).
 func (s *Server) dispatch(t *engine.Turn) {
 	for _, sess := range t.Dirty {
-		sess.Owner.(*conn).loop.post(sess)
+		sess.Owner.(*conn).flush(false)
 	}
 }
 
-// write hands a connection's pending output to gnet. Event-loop only.
-func (cn *conn) write() {
-	p, over := cn.sess.TakeOutput()
-	if cn.closed {
+// flush writes the connection's pending output straight to its socket,
+// from whichever goroutine produced it: a reply to a connection of another
+// loop costs that loop no wake-up. The outbox lock, held during the write,
+// keeps writers in order. onOwner says the caller is the connection's own
+// loop, which alone may hand gnet what the socket cannot take yet (gnet
+// writes it when the socket drains); another goroutine leaves such a rest
+// pending and asks the owner to flush it.
+func (cn *conn) flush(onOwner bool) {
+	if !onOwner && cn.loop.busy.Load() {
+		cn.loop.post(cn.sess)
 		return
 	}
+	remaining, over := cn.sess.WriteOutput(func(p []byte) int {
+		n := 0
+		if !cn.viaGnet {
+			n = writeSocket(cn.fd, p)
+			if n == len(p) || !onOwner {
+				return n
+			}
+		} else if !onOwner {
+			return 0 // gnet still holds earlier bytes: they go first
+		}
+		_, _ = cn.c.Write(p[n:])
+		cn.viaGnet = cn.c.OutboundBuffered() > 0
+		return len(p)
+	})
 	if over {
-		cn.loop.log.Warn().Str("peer", cn.sess.Addr).Int("fd", cn.c.Fd()).Msg("output limit exceeded, cutting off slow reader")
+		cn.loop.log.Warn().Str("peer", cn.sess.Addr).Int("fd", cn.fd).Msg("output limit exceeded, cutting off slow reader")
 		_ = cn.c.Close()
 		return
 	}
-	if len(p) > 0 {
-		_, _ = cn.c.Write(p)
+	if remaining && !onOwner {
+		cn.loop.post(cn.sess)
 	}
-	cn.sess.ReturnOutput(p)
 }
 
-// post queues sess for writing by its own loop; any goroutine may call it.
+// writeSocket writes what the non-blocking socket takes now. A broken
+// connection swallows everything: its loop sees it close on the next read.
+func writeSocket(fd int, p []byte) int {
+	for {
+		n, err := unix.Write(fd, p)
+		switch err {
+		case nil:
+			return n
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0
+		default:
+			return len(p)
+		}
+	}
+}
+
+// post asks the session's own loop to flush it; any goroutine may call it.
 func (l *loop) post(sess *engine.Session) {
 	l.inMu.Lock()
 	l.inbox = append(l.inbox, sess)
@@ -365,7 +409,7 @@ func (l *loop) Run(context.Context) error {
 	l.scheduled = false
 	l.inMu.Unlock()
 	for _, sess := range batch {
-		sess.Owner.(*conn).write()
+		sess.Owner.(*conn).flush(true)
 	}
 	clear(batch)
 	l.inMu.Lock()
