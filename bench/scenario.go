@@ -546,9 +546,12 @@ func runStatus(ctx context.Context, cfg Config, r *Result) error {
 	var created atomic.Int64
 	submitBG(cfg, jobs, func(seq uint64) []byte { return []byte("held-" + strconv.Itoa(int(seq)%cfg.Funcs)) }, &created, &errs)
 
-	// The foreground load: a separate function set with workers.
+	// The foreground load: its own function and workers, kept moderate
+	// (2 clients × 4 in flight, 2 workers) so that the load generator is
+	// not itself saturated and status's latency is the server's.
 	load := cfg
 	load.Funcs, load.Jobs = 1, 0
+	load.Clients, load.InFlight, load.Workers = 2, 4, 2
 	fgDone := make(chan *Result, 1)
 	go func() {
 		fr := &Result{Scenario: "fg", Params: map[string]string{}}

@@ -95,15 +95,13 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	j := s.newJob(f, unique, reducer, data)
 	j.pri = spec.pri
 	j.background = spec.background
-	j.when = when
 	if coalesce {
 		if f.unique == nil {
 			f.unique = make(map[string]*Job)
 		}
 		if _, taken := f.unique[string(key)]; !taken {
-			j.uniqueKey = string(key)
 			j.inUnique = true
-			f.unique[j.uniqueKey] = j
+			f.unique[string(key)] = j
 		}
 	}
 	if !spec.background {
@@ -111,6 +109,7 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	}
 	t.send(sess, wire.JobCreated, e.appendHandle(hb[:0], j.id))
 	if when > 0 && when > time.Now().Unix() {
+		// The deadline doubles as the job's run-at time.
 		j.state = stateDelayed
 		f.delayed[j.pri]++
 		s.armTimer(j, time.Unix(when, 0))
@@ -136,6 +135,17 @@ func coalesceKey(unique, data []byte) ([]byte, bool) {
 	default:
 		return unique, true
 	}
+}
+
+// forgetUnique takes j out of its function's unique table; the key is
+// recomputed rather than kept in every job.
+func (s *shard) forgetUnique(j *Job) {
+	if !j.inUnique {
+		return
+	}
+	key, _ := coalesceKey(j.unique(), j.data())
+	delete(j.fn.unique, string(key))
+	j.inUnique = false
 }
 
 // attach makes sess a listener of j (once).

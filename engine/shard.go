@@ -90,9 +90,8 @@ type Job struct {
 	pri        Priority
 	state      jobState
 	background bool
-	inUnique   bool // listed in fn.unique under uniqueKey
+	inUnique   bool // listed in fn.unique
 	retries    uint8
-	when       int64 // unix seconds before which the job must not run; 0 = now
 	num, den   uint32
 	worker     *Session
 	prev, next *Job // links in the function's FIFO while queued, in the worker's held list while running
@@ -100,9 +99,8 @@ type Job struct {
 	first     listener    // the submitting client, when foreground
 	listeners []*listener // further clients coalesced onto the job
 
-	uniqueKey string
-	deadline  time.Time // epoch time or CAN_DO_TIMEOUT expiry, while in the timer heap
-	heapIdx   int       // index in shard.timers, -1 when absent
+	deadline  int64 // unix nanoseconds: epoch time or CAN_DO_TIMEOUT expiry, while in the timer heap
+	heapIdx   int32 // index in shard.timers, -1 when absent
 }
 
 func (j *Job) unique() []byte  { return j.buf[:j.uniqueLen] }
@@ -177,14 +175,14 @@ func (l *listenerList) remove(x *listener) {
 type timerHeap []*Job
 
 func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(a, b int) bool { return h[a].deadline.Before(h[b].deadline) }
+func (h timerHeap) Less(a, b int) bool { return h[a].deadline < h[b].deadline }
 func (h timerHeap) Swap(a, b int) {
 	h[a], h[b] = h[b], h[a]
-	h[a].heapIdx, h[b].heapIdx = a, b
+	h[a].heapIdx, h[b].heapIdx = int32(a), int32(b)
 }
 func (h *timerHeap) Push(x any) {
 	j := x.(*Job)
-	j.heapIdx = len(*h)
+	j.heapIdx = int32(len(*h))
 	*h = append(*h, j)
 }
 func (h *timerHeap) Pop() any {
@@ -258,11 +256,9 @@ const (
 // freeJob forgets a finished job. The record is recycled; nothing may hold
 // it after this.
 func (s *shard) freeJob(j *Job) {
-	if j.inUnique {
-		delete(j.fn.unique, j.uniqueKey)
-	}
+	s.forgetUnique(j)
 	if j.heapIdx >= 0 {
-		heap.Remove(&s.timers, j.heapIdx)
+		heap.Remove(&s.timers, int(j.heapIdx))
 	}
 	delete(s.jobs, j.id)
 	j.fn.total--
@@ -328,9 +324,9 @@ func (s *shard) wake(t *Turn, fn *function) {
 
 // armTimer schedules j in the timer heap at d.
 func (s *shard) armTimer(j *Job, d time.Time) {
-	j.deadline = d
+	j.deadline = d.UnixNano()
 	if j.heapIdx >= 0 {
-		heap.Fix(&s.timers, j.heapIdx)
+		heap.Fix(&s.timers, int(j.heapIdx))
 	} else {
 		heap.Push(&s.timers, j)
 	}
@@ -339,7 +335,7 @@ func (s *shard) armTimer(j *Job, d time.Time) {
 
 func (s *shard) disarmTimer(j *Job) {
 	if j.heapIdx >= 0 {
-		heap.Remove(&s.timers, j.heapIdx)
+		heap.Remove(&s.timers, int(j.heapIdx))
 	}
 }
 
@@ -348,7 +344,7 @@ func (s *shard) resetTimer() {
 	if len(s.timers) == 0 {
 		return
 	}
-	next := s.timers[0].deadline
+	next := time.Unix(0, s.timers[0].deadline)
 	if s.timer != nil && !s.timerWhen.IsZero() && !next.Before(s.timerWhen) {
 		return // already due no later than next
 	}
@@ -367,8 +363,8 @@ func (s *shard) fire() {
 	var t Turn
 	s.mu.Lock()
 	s.timerWhen = time.Time{}
-	now := time.Now()
-	for len(s.timers) > 0 && !s.timers[0].deadline.After(now) {
+	now := time.Now().UnixNano()
+	for len(s.timers) > 0 && s.timers[0].deadline <= now {
 		j := heap.Pop(&s.timers).(*Job)
 		switch j.state {
 		case stateDelayed:

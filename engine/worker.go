@@ -396,10 +396,7 @@ func (e *Engine) CancelJob(t *Turn, handle []byte) bool {
 	// Running: it finishes unheard, and a new submission with its unique
 	// key starts a new job rather than joining a cancelled one.
 	j.background = false
-	if j.inUnique {
-		delete(j.fn.unique, j.uniqueKey)
-		j.inUnique = false
-	}
+	s.forgetUnique(j)
 	return true
 }
 
