@@ -17,7 +17,7 @@ ifeq (run,$(firstword $(MAKECMDGOALS)))
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test test-short deps vet bench fuzz
+.PHONY: help build run test deps vet bench fuzz bench-compare
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,3 +49,14 @@ bench: ## hot-path Go benchmarks (wire + engine), with allocations
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	@for t in $$($(GO) test -list '^Fuzz' ./wire/ | grep ^Fuzz); do \
 		echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./wire/ || exit 1; done
+
+bench-compare: build ## gearshard vs Debian's gearmand, standard scenarios, into bench/RESULTS.md (~15 min)
+	@dpkg-query -W -f='$${Status}' gearman-job-server 2>/dev/null | grep -q 'ok installed' || \
+		{ [ "$$(id -u)" -eq 0 ] || { echo "bench-compare: run as root to install gearman-job-server" >&2; exit 1; }; \
+		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gearman-job-server >/dev/null; }
+	./$(BIN) bench suite --rounds 3 -o bench/RESULTS.md
+	@{ echo; echo '## Go benchmarks: engine hot path and shard scaling'; echo; \
+	   echo 'Reproduce: `go test -run ^$$ -bench . -benchmem ./engine/ ./wire/`'; echo; echo '```'; \
+	   $(GO) test -run '^$$' -bench 'JobCycle|ShardsParallel|AdminStatus|Decode|Append' -benchmem -count 3 ./engine/ ./wire/ | grep -E '^(Benchmark|cpu|goos)'; \
+	   echo '```'; } >> bench/RESULTS.md
+	@echo "wrote bench/RESULTS.md"

@@ -99,8 +99,8 @@ type Job struct {
 	first     listener    // the submitting client, when foreground
 	listeners []*listener // further clients coalesced onto the job
 
-	deadline  int64 // unix nanoseconds: epoch time or CAN_DO_TIMEOUT expiry, while in the timer heap
-	heapIdx   int32 // index in shard.timers, -1 when absent
+	deadline int64 // unix nanoseconds: epoch time or CAN_DO_TIMEOUT expiry, while in the timer heap
+	heapIdx  int32 // index in shard.timers, -1 when absent
 }
 
 func (j *Job) unique() []byte  { return j.buf[:j.uniqueLen] }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"time"
@@ -16,7 +17,7 @@ import (
 
 // BenchCmd load-tests any Gearman server, or compares two.
 type BenchCmd struct {
-	Scenario string        `arg:"" enum:"fg,bg,drain,submit-only,status,latency" help:"fg, bg, drain, submit-only, status or latency."`
+	Scenario string        `arg:"" enum:"fg,bg,drain,submit-only,status,latency,suite" help:"fg, bg, drain, submit-only, status, latency; or suite: the standard comparison with gearmand, as Markdown."`
 	Host     []string      `short:"h" default:"127.0.0.1" help:"Server host or host:port; repeat for several servers."`
 	Port     int           `short:"p" default:"4730" help:"Port for hosts given without one."`
 	Clients  int           `short:"c" default:"8" help:"Client connections."`
@@ -30,6 +31,9 @@ type BenchCmd struct {
 	JSON     bool          `help:"Print results as JSON."`
 	Compare  []string      `help:"Two targets to compare, each label=COMMAND (started per round, {port} = a free port) or label@host:port[/pid]; the first is the baseline."`
 	Rounds   int           `default:"3" help:"Rounds of A B alternation with --compare."`
+	Gearmand string        `default:"gearmand" help:"suite: the gearmand binary to compare with."`
+	Out      string        `short:"o" help:"suite: write the report here instead of stdout."`
+	Quick    bool          `help:"suite: short runs and small queues (a smoke test of the suite)."`
 }
 
 // Run executes the scenario once, or as a comparison.
@@ -46,6 +50,9 @@ func (c *BenchCmd) Run(std *stdio) error {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
+	if c.Scenario == "suite" {
+		return c.suite(ctx, std)
+	}
 	if len(c.Compare) > 0 {
 		if len(c.Compare) != 2 {
 			return usagef("bench: --compare takes exactly two targets")
@@ -89,4 +96,28 @@ func (c *BenchCmd) Run(std *stdio) error {
 		return fmt.Errorf("bench: %w", err)
 	}
 	return nil
+}
+
+// suite runs the standard comparison against gearmand.
+func (c *BenchCmd) suite(ctx context.Context, std *stdio) error {
+	gd, err := exec.LookPath(c.Gearmand)
+	if err != nil {
+		if gd, err = exec.LookPath("/usr/sbin/" + c.Gearmand); err != nil {
+			return fmt.Errorf("bench suite: gearmand not found (Debian package gearman-job-server): %w", err)
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	out := std.Out
+	if c.Out != "" {
+		f, err := os.Create(c.Out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out = f
+	}
+	return bench.RunSuite(ctx, bench.SuiteConfig{Gearmand: gd, Gearshard: self, Rounds: c.Rounds, Quick: c.Quick, Log: std.Err}, out)
 }
