@@ -346,14 +346,14 @@ func (a *Admin) dropFunction(t *Turn, out, name []byte) []byte {
 // dropped (gearmand leaks them); their clients are told WORK_FAIL.
 func (s *shard) dropQueued(t *Turn, f *function) {
 	var hb [64]byte
-	for _, j := range s.jobs {
+	s.jobs.each(func(j *Job) {
 		if j.fn != f {
-			continue
+			return
 		}
 		s.forward(t, j, wire.WorkFail, s.e.appendHandle(hb[:0], j.id))
 		s.detachAll(j)
 		s.drop(j)
-	}
+	})
 }
 
 // jobRow is one job as copied out for "show jobs" and friends.
@@ -372,12 +372,12 @@ func (a *Admin) allJobs() []jobRow {
 	var rows []jobRow
 	for _, s := range a.e.shards {
 		s.mu.Lock()
-		for _, j := range s.jobs {
+		s.jobs.each(func(j *Job) {
 			r := jobRow{id: j.id, fn: j.fn.name, unique: string(j.unique()), retries: j.retries, worker: j.worker,
 				bg: j.background, ignored: !j.background && !j.hasListeners()}
 			s.forEachListener(j, func(c *Session) { r.listeners = append(r.listeners, c) })
 			rows = append(rows, r)
-		}
+		})
 		s.mu.Unlock()
 	}
 	slices.SortFunc(rows, func(x, y jobRow) int { return cmp.Compare(x.id, y.id) })

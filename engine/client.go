@@ -200,7 +200,7 @@ func (e *Engine) GetStatus(t *Turn, sess *Session, handle []byte) {
 	var num, den uint32
 	if s, id, ok := e.parseHandle(handle); ok {
 		s.mu.Lock()
-		if j := s.jobs[id]; j != nil {
+		if j := s.job(id); j != nil {
 			known, running = true, j.state == stateRunning
 			num, den = j.num, j.den
 		}

@@ -99,7 +99,7 @@ func TestHandleRoutesToOwningShard(t *testing.T) {
 		e.Handle(&tr, c, req(wire.SubmitJobBG, fn, "", "x"))
 		h := expectOne(t, c, wire.JobCreated).Field[0]
 		s, id, ok := e.parseHandle(h)
-		if !ok || s.idx != e.ShardOf([]byte(fn)) || s.jobs[id] == nil {
+		if !ok || s.idx != e.ShardOf([]byte(fn)) || s.job(id) == nil {
 			t.Fatalf("handle %s of %s: shard %v ok %v, want shard %d", h, fn, s, ok, e.ShardOf([]byte(fn)))
 		}
 	}
@@ -281,8 +281,8 @@ func TestConcurrentNoDoubleAssignNoLostWakeup(t *testing.T) {
 		t.Fatalf("%d jobs assigned, want %d", n, clients*perClient)
 	}
 	for _, s := range e.shards {
-		if len(s.jobs) != 0 {
-			t.Errorf("shard %d still holds %d jobs", s.idx, len(s.jobs))
+		if s.jobs.len() != 0 {
+			t.Errorf("shard %d still holds %d jobs", s.idx, s.jobs.len())
 		}
 	}
 }

@@ -31,7 +31,7 @@ type shard struct {
 
 	funcs  map[string]*function
 	byName []*function // funcs sorted by name, for admin listings without a sort
-	jobs   map[uint64]*Job
+	jobs   jobTable // by handle number's sequence within the shard: (number-1) / shards
 	nextID uint64 // handle numbers: idx+1, idx+1+N, idx+1+2N, ...
 
 	// runnable counts queued jobs per priority over all functions; GRAB
@@ -199,10 +199,15 @@ func newShard(e *Engine, idx int) *shard {
 		e:      e,
 		idx:    idx,
 		funcs:  make(map[string]*function),
-		jobs:   make(map[uint64]*Job),
 		nextID: uint64(idx) + 1,
 	}
 }
+
+// seq turns a handle number of this shard into its job-table index.
+func (s *shard) seq(id uint64) uint64 { return (id - 1) / uint64(len(s.e.shards)) }
+
+// job returns the job with handle number id, or nil.
+func (s *shard) job(id uint64) *Job { return s.jobs.get(s.seq(id)) }
 
 // function returns the named function, creating it when create is set.
 func (s *shard) function(name []byte, create bool) *function {
@@ -242,7 +247,7 @@ func (s *shard) newJob(fn *function, unique, reducer, data []byte) *Job {
 		heapIdx:    -1,
 	}
 	s.nextID += uint64(len(s.e.shards))
-	s.jobs[j.id] = j
+	s.jobs.add(s.seq(j.id), j)
 	fn.total++
 	return j
 }
@@ -260,7 +265,7 @@ func (s *shard) freeJob(j *Job) {
 	if j.heapIdx >= 0 {
 		heap.Remove(&s.timers, int(j.heapIdx))
 	}
-	delete(s.jobs, j.id)
+	s.jobs.remove(s.seq(j.id))
 	j.fn.total--
 	if j.state == stateDelayed {
 		j.fn.delayed[j.pri]--

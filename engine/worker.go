@@ -238,7 +238,7 @@ func (e *Engine) WorkResult(t *Turn, sess *Session, p *wire.Packet) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j := s.jobs[id]
+	j := s.job(id)
 	if j == nil || j.state != stateRunning || j.worker != sess {
 		e.jobNotFound(t, sess, p.Type)
 		return
@@ -383,7 +383,7 @@ func (e *Engine) CancelJob(t *Turn, handle []byte) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j := s.jobs[id]
+	j := s.job(id)
 	if j == nil {
 		return false
 	}
