@@ -31,8 +31,8 @@ type shard struct {
 
 	funcs  map[string]*function
 	byName []*function // funcs sorted by name, for admin listings without a sort
-	jobs   jobTable // by handle number's sequence within the shard: (number-1) / shards
-	nextID uint64 // handle numbers: idx+1, idx+1+N, idx+1+2N, ...
+	jobs   jobTable    // by handle number's sequence within the shard: (number-1) / shards
+	nextID uint64      // handle numbers: idx+1, idx+1+N, idx+1+2N, ...
 
 	// runnable counts queued jobs per priority over all functions; GRAB
 	// reads it without the lock to skip shards with nothing to offer.
