@@ -165,7 +165,7 @@ func judge(b bar, rows []RatioRow) string {
 		if b.ok(v) {
 			met = "yes"
 		}
-		return fmt.Sprintf("| %s | %.3g %s | %s |", b.text, v, b.unit, met)
+		return fmt.Sprintf("| %s | %s %s | %s |", b.text, fmtSig(v, 3), b.unit, met)
 	}
 	return fmt.Sprintf("| %s | not measured | no |", b.text)
 }
