@@ -90,9 +90,10 @@ type conn struct {
 	need   int  // bytes needed before the pending packet is complete
 	closed bool // OnClose ran
 	// viaGnet: gnet holds output the socket could not take; until it has
-	// written it, nobody writes to the socket directly. Guarded by the
-	// session's outbox lock (set and read only inside WriteOutput).
-	viaGnet bool
+	// written it, nobody writes to the socket directly. Set under the
+	// session's outbox lock; cleared by the owner loop once gnet is done.
+	viaGnet atomic.Bool
+	handoff []byte // owner-loop scratch for bytes handed to gnet
 }
 
 // New prepares a server; Serve starts it.
@@ -347,9 +348,13 @@ func (cn *conn) flush(onOwner bool) {
 		cn.loop.post(cn.sess)
 		return
 	}
+	if onOwner && cn.viaGnet.Load() && cn.c.OutboundBuffered() == 0 {
+		cn.viaGnet.Store(false) // gnet has written what it held
+	}
+	handoff := cn.handoff[:0]
 	remaining, over := cn.sess.WriteOutput(func(p []byte) int {
 		n := 0
-		if !cn.viaGnet {
+		if !cn.viaGnet.Load() {
 			n = writeSocket(cn.fd, p)
 			if n == len(p) || !onOwner {
 				return n
@@ -357,10 +362,22 @@ func (cn *conn) flush(onOwner bool) {
 		} else if !onOwner {
 			return 0 // gnet still holds earlier bytes: they go first
 		}
-		_, _ = cn.c.Write(p[n:])
-		cn.viaGnet = cn.c.OutboundBuffered() > 0
+		// Set before the lock is released, so nobody writes past gnet.
+		cn.viaGnet.Store(true)
+		handoff = append(handoff, p[n:]...)
 		return len(p)
 	})
+	if len(handoff) > 0 {
+		// Outside the outbox lock: a failing write makes gnet close the
+		// connection, and closing takes that lock.
+		_, _ = cn.c.Write(handoff)
+		if cn.c.OutboundBuffered() == 0 {
+			cn.viaGnet.Store(false)
+		}
+		if cap(handoff) <= 64<<10 {
+			cn.handoff = handoff[:0]
+		}
+	}
 	if over {
 		cn.loop.log.Warn().Str("peer", cn.sess.Addr).Int("fd", cn.fd).Msg("output limit exceeded, cutting off slow reader")
 		_ = cn.c.Close()
