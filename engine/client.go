@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -73,7 +74,6 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	var hb [64]byte
 	s := e.shardOf(fname)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	f := s.function(fname, true)
 
 	key, coalesce := coalesceKey(unique, data)
@@ -84,15 +84,29 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 			if !spec.background {
 				s.attach(j, sess)
 			}
-			t.send(sess, wire.JobCreated, e.appendHandle(hb[:0], j.id))
+			h := e.appendHandle(hb[:0], j.id)
+			if j.state == statePersisting {
+				// Not durable yet: this client hears of it when it is.
+				s.waiters[j.id] = append(s.waiters[j.id], waiter{sess, t.sendHeld(sess, wire.JobCreated, h)})
+			} else {
+				t.send(sess, wire.JobCreated, h)
+			}
+			s.mu.Unlock()
 			return
 		}
 	}
 	if m := f.maxQueue[spec.pri]; m > 0 && f.total >= m {
+		s.mu.Unlock()
 		t.sendError(sess, "QUEUE_ERROR", "Job queue is full")
 		return
 	}
-	j := s.newJob(f, unique, reducer, data)
+	persist := spec.background && e.opts.Store != nil
+	var stored []byte
+	if persist && len(unique) == 0 {
+		var kb [len(StoredUniquePrefix) + 16]byte
+		stored = strconv.AppendUint(append(kb[:0], StoredUniquePrefix...), rand.Uint64()|1<<63, 16)
+	}
+	j := s.newJob(f, unique, reducer, data, stored)
 	j.pri = spec.pri
 	j.background = spec.background
 	if coalesce {
@@ -107,11 +121,69 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	if !spec.background {
 		s.attach(j, sess)
 	}
-	t.send(sess, wire.JobCreated, e.appendHandle(hb[:0], j.id))
+	h := e.appendHandle(hb[:0], j.id)
+	if !persist {
+		t.send(sess, wire.JobCreated, h)
+		s.start(t, j, when)
+		s.mu.Unlock()
+		return
+	}
+	// Persisted first, acknowledged after: JOB_CREATED is queued now, in
+	// its place, but held until the store says the job is durable.
+	j.persisted = true
+	j.state = statePersisting
+	j.deadline = when // the run-at time, until the job starts
+	gate := t.sendHeld(sess, wire.JobCreated, h)
+	rec := Record{Function: unsafeBytes(f.name), Unique: j.storedKey(), Priority: j.pri, Data: j.data(), When: when}
+	id := j.id
+	s.mu.Unlock()
+	// Outside the lock: a store may call back at once (when it is full).
+	e.opts.Store.Add(rec, func(err error) { e.persisted(s, id, sess, gate, err) })
+}
+
+// waiter is a client whose JOB_CREATED for a job being persisted is held.
+type waiter struct {
+	sess *Session
+	gate uint64
+}
+
+// persisted runs when the store has written (or failed to write) a job:
+// its JOB_CREATED goes out and the job starts, or the client gets an
+// ERROR and the job is forgotten. Runs on a store goroutine.
+func (e *Engine) persisted(s *shard, id uint64, sess *Session, gate uint64, err error) {
+	var t Turn
+	s.mu.Lock()
+	j := s.job(id)
+	alive := j != nil && j.state == statePersisting
+	var repl []byte
+	if err != nil {
+		e.log.Error().Err(err).Msg("persistent queue: job not stored")
+		repl = wire.AppendError(nil, "QUEUE_ERROR", "Job could not be stored in the persistent queue: "+err.Error())
+		if alive {
+			// Every client of the job was still waiting for its
+			// JOB_CREATED: each gets the ERROR instead, nothing more.
+			j.persisted = false
+			s.detachAll(j)
+			s.freeJob(j)
+		}
+	} else if alive {
+		s.start(&t, j, j.deadline)
+	}
+	t.release(sess, gate, repl)
+	for _, w := range s.waiters[id] {
+		t.release(w.sess, w.gate, repl)
+	}
+	delete(s.waiters, id)
+	s.mu.Unlock()
+	e.dispatch(&t)
+}
+
+// start lets a new job run: queued now, or held until its run-at time
+// (unix seconds). Caller holds s.mu.
+func (s *shard) start(t *Turn, j *Job, when int64) {
 	if when > 0 && when > time.Now().Unix() {
-		// The deadline doubles as the job's run-at time.
 		j.state = stateDelayed
-		f.delayed[j.pri]++
+		j.fn.delayed[j.pri]++
 		s.armTimer(j, time.Unix(when, 0))
 		return
 	}

@@ -24,6 +24,7 @@ type Options struct {
 	JobRetries   int    // -j: fail a job after this many worker losses; 0 = unlimited
 	WorkerWakeup int    // -w: NOOPs per queued job; 0 = every sleeping worker
 	Exceptions   bool   // --exceptions: forward WORK_EXCEPTION to every client
+	Store        Store  // persistent queue for background jobs; nil = memory only
 	Log          zerolog.Logger
 }
 

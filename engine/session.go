@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -66,6 +67,17 @@ type outbox struct {
 	closed  bool
 	limit   int
 	over    bool // output exceeded limit: the connection must be cut off
+	// gates hold back output from a JOB_CREATED whose job is not yet
+	// durable: nothing from gates[0].pos on is written until it is
+	// released, so the connection's replies stay in order.
+	gates    []gate
+	nextGate uint64
+}
+
+// gate marks the bytes [pos, end) of a held JOB_CREATED in buf.
+type gate struct {
+	pos, end int
+	id       uint64
 }
 
 // Turn collects the sessions that received output during one unit of work
@@ -122,6 +134,50 @@ func (t *Turn) sendError(s *Session, code, text string) {
 	t.end(s, wire.AppendError(b, code, text))
 }
 
+// sendHeld appends a packet that must not reach the client before it is
+// released (a JOB_CREATED waiting for its job to be durable); everything
+// queued after it waits too. It returns the gate's id, or 0 when the
+// session is closed.
+func (t *Turn) sendHeld(s *Session, typ wire.Type, args ...[]byte) uint64 {
+	b, ok := t.begin(s)
+	if !ok {
+		return 0
+	}
+	o := &s.out
+	pos := len(b)
+	b = wire.AppendResponse(b, typ, args...)
+	o.nextGate++
+	o.gates = append(o.gates, gate{pos: pos, end: len(b), id: o.nextGate})
+	t.end(s, b)
+	return o.nextGate
+}
+
+// release lets a held packet go, replaced by other bytes when repl is
+// not nil (an ERROR instead of the JOB_CREATED).
+func (t *Turn) release(s *Session, id uint64, repl []byte) {
+	b, ok := t.begin(s)
+	if !ok {
+		return
+	}
+	o := &s.out
+	i := slices.IndexFunc(o.gates, func(g gate) bool { return g.id == id })
+	if i < 0 {
+		t.end(s, b)
+		return
+	}
+	g := o.gates[i]
+	if repl != nil {
+		delta := len(repl) - (g.end - g.pos)
+		b = slices.Replace(b, g.pos, g.end, repl...)
+		for k := i + 1; k < len(o.gates); k++ {
+			o.gates[k].pos += delta
+			o.gates[k].end += delta
+		}
+	}
+	o.gates = slices.Delete(o.gates, i, i+1)
+	t.end(s, b)
+}
+
 // SendRaw appends already-encoded bytes (admin replies) to s's output.
 func (t *Turn) SendRaw(s *Session, p []byte) {
 	b, ok := t.begin(s)
@@ -145,16 +201,24 @@ func (s *Session) WriteOutput(write func(p []byte) int) (remaining, over bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.pending = false
-	if o.closed || len(o.buf) == 0 {
+	limit := len(o.buf)
+	if len(o.gates) > 0 {
+		limit = o.gates[0].pos
+	}
+	if o.closed || limit == 0 {
 		return false, o.over
 	}
-	n := write(o.buf)
+	n := write(o.buf[:limit])
 	rest := copy(o.buf, o.buf[n:])
 	o.buf = o.buf[:rest]
+	for i := range o.gates {
+		o.gates[i].pos -= n
+		o.gates[i].end -= n
+	}
 	if rest == 0 && cap(o.buf) > maxSpare {
 		o.buf = nil // one large reply must not pin its memory for the connection's life
 	}
-	return rest > 0, o.over
+	return rest > 0 && (len(o.gates) == 0 || o.gates[0].pos > 0), o.over
 }
 
 // SetOutputLimit caps the bytes that may wait for this connection's

@@ -42,8 +42,9 @@ type shard struct {
 	timer     *time.Timer
 	timerWhen time.Time
 
-	free []*Job // recycled job records
-	_    [64]byte
+	free    []*Job              // recycled job records
+	waiters map[uint64][]waiter // clients coalesced onto a job still being persisted
+	_       [64]byte
 }
 
 // function is one function name's state within its shard.
@@ -73,10 +74,11 @@ type ability struct {
 type jobState uint8
 
 const (
-	stateQueued  jobState = iota // in its function's FIFO
-	stateDelayed                 // waiting for its epoch in the timer heap
-	stateRunning                 // held by a worker
-	stateDone                    // finished; record may be recycled
+	stateQueued     jobState = iota // in its function's FIFO
+	statePersisting                 // background job waiting to be durable before JOB_CREATED
+	stateDelayed                    // waiting for its epoch in the timer heap
+	stateRunning                    // held by a worker
+	stateDone                       // finished; record may be recycled
 )
 
 // Job is one job record. It lives in exactly one shard and is touched only
@@ -84,9 +86,11 @@ const (
 type Job struct {
 	id         uint64
 	fn         *function
-	buf        []byte // unique, reducer and data, back to back
+	buf        []byte // unique, reducer, data and stored key, back to back
 	uniqueLen  uint32
 	reducerLen uint32
+	storedLen  uint8 // a made-up stored key (for an empty unique) at the end of buf
+	persisted  bool  // in the persistent queue (or being written there)
 	pri        Priority
 	state      jobState
 	background bool
@@ -105,7 +109,15 @@ type Job struct {
 
 func (j *Job) unique() []byte  { return j.buf[:j.uniqueLen] }
 func (j *Job) reducer() []byte { return j.buf[j.uniqueLen : j.uniqueLen+j.reducerLen] }
-func (j *Job) data() []byte    { return j.buf[j.uniqueLen+j.reducerLen:] }
+func (j *Job) data() []byte    { return j.buf[j.uniqueLen+j.reducerLen : len(j.buf)-int(j.storedLen)] }
+
+// storedKey is the unique the persistent queue files the job under.
+func (j *Job) storedKey() []byte {
+	if j.storedLen > 0 {
+		return j.buf[len(j.buf)-int(j.storedLen):]
+	}
+	return j.unique()
+}
 
 // jobList is an intrusive doubly-linked FIFO of jobs.
 type jobList struct {
@@ -196,10 +208,11 @@ func (h *timerHeap) Pop() any {
 
 func newShard(e *Engine, idx int) *shard {
 	return &shard{
-		e:      e,
-		idx:    idx,
-		funcs:  make(map[string]*function),
-		nextID: uint64(idx) + 1,
+		e:       e,
+		idx:     idx,
+		funcs:   make(map[string]*function),
+		waiters: make(map[uint64][]waiter),
+		nextID:  uint64(idx) + 1,
 	}
 }
 
@@ -225,7 +238,7 @@ func (s *shard) function(name []byte, create bool) *function {
 }
 
 // newJob takes a recycled record or makes one, and gives it the next handle.
-func (s *shard) newJob(fn *function, unique, reducer, data []byte) *Job {
+func (s *shard) newJob(fn *function, unique, reducer, data, stored []byte) *Job {
 	var j *Job
 	if n := len(s.free); n > 0 {
 		j = s.free[n-1]
@@ -233,17 +246,19 @@ func (s *shard) newJob(fn *function, unique, reducer, data []byte) *Job {
 	} else {
 		j = &Job{}
 	}
+	size := len(unique) + len(reducer) + len(data) + len(stored)
 	buf := j.buf[:0]
-	if cap(buf) < len(unique)+len(reducer)+len(data) {
-		buf = make([]byte, 0, len(unique)+len(reducer)+len(data))
+	if cap(buf) < size {
+		buf = make([]byte, 0, size)
 	}
-	buf = append(append(append(buf, unique...), reducer...), data...)
+	buf = append(append(append(append(buf, unique...), reducer...), data...), stored...)
 	*j = Job{
 		id:         s.nextID,
 		fn:         fn,
 		buf:        buf,
 		uniqueLen:  uint32(len(unique)),
 		reducerLen: uint32(len(reducer)),
+		storedLen:  uint8(len(stored)),
 		heapIdx:    -1,
 	}
 	s.nextID += uint64(len(s.e.shards))
@@ -270,8 +285,14 @@ func (s *shard) freeJob(j *Job) {
 	if j.state == stateDelayed {
 		j.fn.delayed[j.pri]--
 	}
+	if j.persisted {
+		s.e.opts.Store.Remove(unsafeBytes(j.fn.name), j.storedKey())
+	}
+	// A job still being written keeps its buffer: the store reads it
+	// until it calls back.
+	recycle := j.state != statePersisting
 	j.state = stateDone
-	if len(s.free) < maxRecycled && cap(j.buf) <= maxRecycledBuf {
+	if recycle && len(s.free) < maxRecycled && cap(j.buf) <= maxRecycledBuf {
 		buf := j.buf
 		*j = Job{buf: buf[:0], heapIdx: -1}
 		s.free = append(s.free, j)

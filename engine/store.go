@@ -1,5 +1,7 @@
 package engine
 
+import "bytes"
+
 // Record is a background job as a persistent queue keeps it: the columns
 // of gearmand's queue tables.
 type Record struct {
@@ -35,4 +37,44 @@ type Store interface {
 	Replay(fn func(Record)) error
 	// Close writes what is pending and releases the store.
 	Close() error
+}
+
+// Replay loads the store's jobs into their shards, as background jobs with
+// new handles; epoch jobs keep their time. Call it before serving.
+func (e *Engine) Replay() (int, error) {
+	if e.opts.Store == nil {
+		return 0, nil
+	}
+	n := 0
+	var t Turn // no session exists yet: nothing is sent
+	err := e.opts.Store.Replay(func(r Record) {
+		if len(r.Function) == 0 {
+			return
+		}
+		s := e.shardOf(r.Function)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		f := s.function(r.Function, true)
+		unique, stored := r.Unique, []byte(nil)
+		if bytes.HasPrefix(unique, []byte(StoredUniquePrefix)) && len(unique) <= 255 {
+			unique, stored = nil, r.Unique
+		}
+		j := s.newJob(f, unique, nil, r.Data, stored)
+		j.pri, j.background, j.persisted = r.Priority, true, true
+		if j.pri >= numPriorities {
+			j.pri = Normal
+		}
+		if key, ok := coalesceKey(unique, r.Data); ok {
+			if f.unique == nil {
+				f.unique = make(map[string]*Job)
+			}
+			if _, taken := f.unique[string(key)]; !taken {
+				j.inUnique = true
+				f.unique[string(key)] = j
+			}
+		}
+		s.start(&t, j, r.When)
+		n++
+	})
+	return n, err
 }

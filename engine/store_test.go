@@ -1,0 +1,189 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gearshard/wire"
+)
+
+// heldStore is a Store for engine tests: it records every call and holds
+// each Add's acknowledgement until the test releases it, as a slow
+// database would. The real stores are tested against real databases in
+// engine/queue.
+type heldStore struct {
+	mu      sync.Mutex
+	rows    map[string]Record
+	pending []pendingAdd
+	removed []string
+	replay  []Record
+}
+
+type pendingAdd struct {
+	key  string
+	rec  Record
+	done func(error)
+}
+
+func newHeldStore() *heldStore { return &heldStore{rows: map[string]Record{}} }
+
+func storeKey(fn, unique []byte) string { return string(fn) + "\x00" + string(unique) }
+
+func (h *heldStore) Add(r Record, done func(error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pending = append(h.pending, pendingAdd{storeKey(r.Function, r.Unique), r, done})
+}
+
+func (h *heldStore) Remove(fn, unique []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := storeKey(fn, unique)
+	delete(h.rows, k)
+	h.removed = append(h.removed, k)
+}
+
+func (h *heldStore) Replay(fn func(Record)) error {
+	for _, r := range h.replay {
+		fn(r)
+	}
+	return nil
+}
+
+func (h *heldStore) Close() error { return nil }
+
+// ack acknowledges every held Add, with err (nil: durable).
+func (h *heldStore) ack(err error) {
+	h.mu.Lock()
+	batch := h.pending
+	h.pending = nil
+	for _, p := range batch {
+		if err == nil {
+			h.rows[p.key] = Record{Function: bytes.Clone(p.rec.Function), Unique: bytes.Clone(p.rec.Unique),
+				Priority: p.rec.Priority, Data: bytes.Clone(p.rec.Data), When: p.rec.When}
+		}
+	}
+	h.mu.Unlock()
+	for _, p := range batch {
+		p.done(err)
+	}
+}
+
+func TestPersistHoldsJobCreatedUntilDurable(t *testing.T) {
+	st := newHeldStore()
+	e := newTestEngine(t, 2, func(o *Options) { o.Store = st })
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	w := e.NewSession(2, "127.0.0.1", nil)
+	e.Handle(&tr, w, req(wire.CanDo, "f"))
+
+	e.Handle(&tr, c, req(wire.SubmitJobLowBG, "f", "", "payload"))
+	e.Handle(&tr, c, req(wire.EchoReq, "after"))
+	if got := drain(t, c); len(got) != 0 {
+		t.Fatalf("client got %v before the job was durable", types(got))
+	}
+	e.Handle(&tr, w, req(wire.GrabJob))
+	expectOne(t, w, wire.NoJob) // not runnable before it is stored
+
+	st.ack(nil)
+	got := drain(t, c)
+	if fmt.Sprint(types(got)) != fmt.Sprint([]wire.Type{wire.JobCreated, wire.EchoRes}) {
+		t.Fatalf("after the ack the client got %v, want JOB_CREATED then ECHO_RES", types(got))
+	}
+	handle := string(got[0].Field[0])
+	if len(st.rows) != 1 {
+		t.Fatalf("store holds %d rows, want 1", len(st.rows))
+	}
+	for _, r := range st.rows {
+		if string(r.Function) != "f" || !strings.HasPrefix(string(r.Unique), StoredUniquePrefix) || r.Priority != Low || string(r.Data) != "payload" {
+			t.Fatalf("stored %q %q %d %q", r.Function, r.Unique, r.Priority, r.Data)
+		}
+	}
+	e.Handle(&tr, w, req(wire.GrabJobUniq))
+	p := expectOne(t, w, wire.JobAssignUniq)
+	if string(p.Field[0]) != handle || len(p.Field[2]) != 0 {
+		t.Fatalf("assigned %q unique %q: want %s with the client's empty unique", p.Field[0], p.Field[2], handle)
+	}
+	e.Handle(&tr, w, req(wire.WorkComplete, handle, "done"))
+	if len(st.rows) != 0 || len(st.removed) != 1 {
+		t.Fatalf("after WORK_COMPLETE the store holds %d rows (%d removals)", len(st.rows), len(st.removed))
+	}
+}
+
+// Two background jobs with empty uniques must not share a stored key.
+func TestPersistEmptyUniquesDoNotCollide(t *testing.T) {
+	st := newHeldStore()
+	e := newTestEngine(t, 1, func(o *Options) { o.Store = st })
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	for i := 0; i < 50; i++ {
+		e.Handle(&tr, c, req(wire.SubmitJobBG, "f", "", "same data"))
+	}
+	st.ack(nil)
+	if got := drain(t, c); len(got) != 50 || len(st.rows) != 50 {
+		t.Fatalf("%d replies, %d rows; want 50 and 50", len(got), len(st.rows))
+	}
+}
+
+func TestPersistFailureIsAnError(t *testing.T) {
+	st := newHeldStore()
+	e := newTestEngine(t, 1, func(o *Options) { o.Store = st })
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	e.Handle(&tr, c, req(wire.SubmitJobBG, "f", "u1", "x"))
+	e.Handle(&tr, c, req(wire.SubmitJobBG, "f", "u1", "x")) // coalesces onto the job being stored
+	e.Handle(&tr, c, req(wire.EchoReq, "after"))
+	st.ack(errors.New("disk full"))
+	got := drain(t, c)
+	if fmt.Sprint(types(got)) != fmt.Sprint([]wire.Type{wire.Error, wire.Error, wire.EchoRes}) {
+		t.Fatalf("got %v, want ERROR, ERROR, ECHO_RES", types(got))
+	}
+	if string(got[0].Field[0]) != "QUEUE_ERROR" {
+		t.Fatalf("error code %q", got[0].Field[0])
+	}
+	if n := e.shards[0].jobs.len(); n != 0 {
+		t.Fatalf("%d jobs left after the store failed", n)
+	}
+}
+
+// Replayed jobs land in their shards with their priority, unique and
+// time; made-up keys give back the empty unique.
+func TestReplay(t *testing.T) {
+	st := newHeldStore()
+	future := time.Now().Add(time.Hour).Unix()
+	st.replay = []Record{
+		{Function: []byte("a"), Unique: []byte("u-1"), Priority: High, Data: []byte("high")},
+		{Function: []byte("a"), Unique: []byte(StoredUniquePrefix + "abc"), Priority: Low, Data: []byte("low")},
+		{Function: []byte("b"), Unique: []byte("later"), Priority: Normal, Data: []byte("epoch"), When: future},
+	}
+	e := newTestEngine(t, 2, func(o *Options) { o.Store = st })
+	if n, err := e.Replay(); n != 3 || err != nil {
+		t.Fatalf("Replay: %d, %v", n, err)
+	}
+	var tr Turn
+	w := e.NewSession(1, "127.0.0.1", nil)
+	e.Handle(&tr, w, req(wire.CanDo, "a"))
+	e.Handle(&tr, w, req(wire.CanDo, "b"))
+	var order []string
+	for i := 0; i < 3; i++ {
+		e.Handle(&tr, w, req(wire.GrabJobUniq))
+		for _, p := range drain(t, w) {
+			if p.Type == wire.JobAssignUniq {
+				order = append(order, string(p.Field[2])+"="+string(p.Field[3]))
+			}
+		}
+	}
+	if fmt.Sprint(order) != "[u-1=high =low]" {
+		t.Fatalf("replayed jobs served as %v, want [u-1=high =low] (the epoch job waits)", order)
+	}
+	c := e.NewSession(2, "127.0.0.1", nil)
+	e.Handle(&tr, c, req(wire.GetStatusUnique, "later"))
+	if p := expectOne(t, c, wire.StatusResUnique); string(p.Field[1]) != "1" {
+		t.Fatalf("epoch job not known after replay: %v", p.String())
+	}
+}
