@@ -55,7 +55,8 @@ func TestCLIRun(t *testing.T) {
 		{args: "-p 70000", code: 2, stderr: "gearshard: --port 70000: must be 0..65535\n"},
 		{args: "--threads=-1", code: 2, stderr: "gearshard: --threads -1: must be >= 0\n"},
 		{args: "--worker-wakeup=-2", code: 2, stderr: "gearshard: --worker-wakeup -2: must be >= 0\n"},
-		{args: "-q mysql", code: 2, stderr: "gearshard: --queue-type \"mysql\": not available in this build (builtin)\n"},
+		{args: "-q mysql", code: 2, stderr: "gearshard: --queue-type \"mysql\": want builtin or libsqlite3 (Postgres and redis are not in this build yet)\n"},
+		{args: "-q libsqlite3", code: 2, stderr: "gearshard: -q libsqlite3 needs --libsqlite3-db FILE\n"},
 		{args: "-r http", code: 2, stderr: "gearshard: --protocol \"http\": not available in this build\n"},
 		{args: "--max-packet-size 10", code: 2, stderr: "gearshard: --max-packet-size 10: must be at least 1024\n"},
 
@@ -99,7 +100,9 @@ func TestCLIFlagNames(t *testing.T) {
 	want := ServeCmd{
 		Port: 4730, Listen: "", Threads: 0, Shards: 0, Backlog: 32, JobRetries: 0, WorkerWakeup: 0,
 		JobHandlePrefix: "", LogFile: "stderr", Verbose: "ERROR", PidFile: "", FileDescriptors: 0,
-		QueueType: "builtin", KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
+		QueueFlags: QueueFlags{QueueType: "builtin", Libsqlite3Table: "gearman_queue", LibpqTable: "queue",
+			RedisServer: "127.0.0.1", RedisPort: 6379, RedisPrefix: "_gear_"},
+		KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
 		HashtableBuckets: 991, MaxPacketSize: 64 << 20, MaxOutputBytes: 128 << 20,
 	}
 	if !equalServe(def, want) {

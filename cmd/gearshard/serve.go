@@ -37,7 +37,6 @@ type ServeCmd struct {
 	Verbose           string   `default:"ERROR" enum:"FATAL,ALERT,CRITICAL,ERROR,WARNING,NOTICE,INFO,DEBUG" help:"Log level: FATAL ALERT CRITICAL ERROR WARNING NOTICE INFO DEBUG."`
 	PidFile           string   `short:"P" default:"" help:"File to write the process ID to."`
 	FileDescriptors   int      `short:"f" default:"0" help:"Number of file descriptors to allow (setrlimit); 0 keeps the current limit."`
-	QueueType         string   `short:"q" default:"builtin" help:"Persistent queue type (builtin: memory only)."`
 	Protocol          []string `short:"r" help:"Extra protocol to load (http)."`
 	Keepalive         bool     `help:"Enable TCP keepalive on connections."`
 	KeepaliveIdle     int      `default:"-1" help:"Seconds of idleness before keepalive probes (-1: system default)."`
@@ -47,7 +46,8 @@ type ServeCmd struct {
 	MaxPacketSize     int      `default:"67108864" help:"Largest packet payload accepted, in bytes."`
 	MaxOutputBytes    int      `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
 	Version           bool     `short:"V" help:"Print the version and exit."`
-	CPUProfile        string   `hidden:"" help:"Write a CPU profile here until shutdown (development)."`
+	QueueFlags        `embed:""`
+	CPUProfile        string `hidden:"" help:"Write a CPU profile here until shutdown (development)."`
 }
 
 // levels maps gearmand's verbosity names onto zerolog levels.
@@ -73,8 +73,6 @@ func (c *ServeCmd) validate() error {
 		return usagef("--max-packet-size %d: must be at least 1024", c.MaxPacketSize)
 	case c.MaxOutputBytes < c.MaxPacketSize:
 		return usagef("--max-output-bytes must be at least --max-packet-size")
-	case !strings.EqualFold(c.QueueType, "builtin"):
-		return usagef("--queue-type %q: not available in this build (builtin)", c.QueueType)
 	}
 	for _, p := range c.Protocol {
 		return usagef("--protocol %q: not available in this build", p)
@@ -137,11 +135,12 @@ func (c *ServeCmd) Run(std *stdio) error {
 
 // server is a running gearshard: engine, admin and network layer.
 type server struct {
-	eng  *engine.Engine
-	net  *netio.Server
-	log  zerolog.Logger
-	errc chan error
-	once sync.Once
+	eng   *engine.Engine
+	store engine.Store // nil for the builtin queue
+	net   *netio.Server
+	log   zerolog.Logger
+	errc  chan error
+	once  sync.Once
 }
 
 // start builds and starts a server from the flags; it returns once the
@@ -155,7 +154,12 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 	if shards == 0 {
 		shards = loops
 	}
+	store, err := c.openStore(log)
+	if err != nil {
+		return nil, err
+	}
 	eng, err := engine.New(engine.Options{
+		Store:        store,
 		Shards:       shards,
 		HandlePrefix: c.JobHandlePrefix,
 		JobRetries:   c.JobRetries,
@@ -164,9 +168,17 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		Log:          log,
 	})
 	if err != nil {
+		closeStore(store, log)
 		return nil, usageError{err.Error()}
 	}
-	s := &server{eng: eng, log: log, errc: make(chan error, 1)}
+	// Jobs the store kept are back in their shards before the port opens.
+	if n, err := eng.Replay(); err != nil {
+		closeStore(store, log)
+		return nil, fmt.Errorf("replaying the persistent queue: %w", err)
+	} else if n > 0 {
+		log.Info().Int("jobs", n).Str("queue", c.QueueType).Msg("replayed background jobs")
+	}
+	s := &server{eng: eng, store: store, log: log, errc: make(chan error, 1)}
 	verbose := strings.ToUpper(c.Verbose)
 	adm := engine.NewAdmin(eng, engine.AdminConfig{
 		Version:  Version,
@@ -197,6 +209,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 	if s.net.WaitReady() == nil {
 		err := <-s.errc
 		eng.Close()
+		closeStore(store, log)
 		return nil, fmt.Errorf("cannot listen on %s: %w", hostPort(c.Listen, c.Port), err)
 	}
 	log.Info().Str("addr", s.net.WaitReady().String()).Int("loops", loops).Int("shards", shards).
@@ -231,7 +244,17 @@ func (s *server) addr() string { return s.net.WaitReady().String() }
 func (s *server) wait() error {
 	err := <-s.errc
 	s.eng.Close()
+	closeStore(s.store, s.log) // after the network: pending writes are flushed
 	return err
+}
+
+func closeStore(st engine.Store, log zerolog.Logger) {
+	if st == nil {
+		return
+	}
+	if err := st.Close(); err != nil {
+		log.Error().Err(err).Msg("closing the persistent queue")
+	}
 }
 
 // openLog opens the log destination: "stderr", "none" or a file.

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"gearshard/engine"
+	"gearshard/engine/queue"
+)
+
+// QueueFlags are gearmand's persistent-queue flags.
+type QueueFlags struct {
+	QueueType            string `short:"q" default:"builtin" help:"Persistent queue for background jobs: builtin (memory only), libsqlite3, Postgres, redis."`
+	Libsqlite3DB         string `name:"libsqlite3-db" help:"SQLite database file for -q libsqlite3."`
+	Libsqlite3Table      string `name:"libsqlite3-table" default:"gearman_queue" help:"SQLite table."`
+	StoreQueueOnShutdown bool   `name:"store-queue-on-shutdown" help:"Accepted for gearmand compatibility: gearshard always stores a job before acknowledging it."`
+	LibpqConninfo        string `name:"libpq-conninfo" help:"PostgreSQL connection string for -q Postgres."`
+	LibpqTable           string `name:"libpq-table" default:"queue" help:"PostgreSQL table."`
+	RedisServer          string `name:"redis-server" default:"127.0.0.1" help:"Redis host for -q redis."`
+	RedisPort            int    `name:"redis-port" default:"6379" help:"Redis port."`
+	RedisPassword        string `name:"redis-password" help:"Redis password."`
+	RedisPrefix          string `name:"redis-prefix" default:"_gear_" help:"Redis key prefix."`
+}
+
+// openStore opens the persistent queue the flags ask for; nil for builtin.
+func (q *QueueFlags) openStore(log zerolog.Logger) (engine.Store, error) {
+	switch strings.ToLower(q.QueueType) {
+	case "builtin", "":
+		return nil, nil
+	case "libsqlite3":
+		if q.Libsqlite3DB == "" {
+			return nil, usagef("-q libsqlite3 needs --libsqlite3-db FILE")
+		}
+		return asStore(queue.OpenSQLite(q.Libsqlite3DB, q.Libsqlite3Table, log))
+	}
+	return nil, usagef("--queue-type %q: want builtin or libsqlite3 (Postgres and redis are not in this build yet)", q.QueueType)
+}
+
+// asStore keeps a failed open from turning into a non-nil interface
+// holding a nil pointer.
+func asStore[S engine.Store](s S, err error) (engine.Store, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,377 @@
+package queue
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gearshard/engine"
+)
+
+// storeAt gives a fresh, empty store location (a file, a table, a key
+// prefix) and returns a function that opens it; that function is called
+// again after Close to reopen the same location.
+type storeAt func(t *testing.T) (open func(t *testing.T) engine.Store)
+
+// testStore runs the behaviour every engine.Store must have against a real
+// backend: round trip of any bytes, concurrent Adds, call order, flush on
+// Close.
+func testStore(t *testing.T, fresh storeAt) {
+	t.Run("Empty", func(t *testing.T) {
+		open := fresh(t)
+		s := open(t)
+		if got := replayAll(t, s); len(got) != 0 {
+			t.Errorf("fresh store replays %d records", len(got))
+		}
+		closeStore(t, s)
+	})
+	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, fresh(t)) })
+	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, fresh(t)) })
+	t.Run("RemoveMany", func(t *testing.T) { testRemoveMany(t, fresh(t)) })
+	t.Run("Order", func(t *testing.T) { testOrder(t, fresh(t)) })
+	t.Run("CloseFlushes", func(t *testing.T) { testCloseFlushes(t, fresh(t)) })
+	t.Run("AddAfterClose", func(t *testing.T) {
+		open := fresh(t)
+		s := open(t)
+		closeStore(t, s)
+		errc := make(chan error, 1)
+		s.Add(engine.Record{Function: []byte("f"), Unique: []byte("u"), Priority: engine.Normal}, func(err error) { errc <- err })
+		select {
+		case err := <-errc:
+			if err == nil {
+				t.Errorf("Add after Close acknowledged")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Add after Close never called done")
+		}
+		s.Remove([]byte("f"), []byte("u")) // must not panic or block
+	})
+}
+
+// sampleRecords covers keys and data of any bytes, all priorities and run-at
+// times.
+func sampleRecords() []engine.Record {
+	made := func(n uint64) []byte { // a key as the engine makes up for an empty unique
+		return fmt.Appendf([]byte(engine.StoredUniquePrefix), "%016x", n|1<<63)
+	}
+	big := bytes.Repeat([]byte("0123456789\x00\xff"), 1<<17) // 1.5 MB
+	rs := []engine.Record{
+		{Function: []byte("reverse"), Unique: made(1), Priority: engine.Normal, Data: []byte("hello")},
+		{Function: []byte("reverse"), Unique: made(2), Priority: engine.Normal, Data: []byte("hello")}, // same data, distinct made-up keys
+		{Function: []byte("reverse"), Unique: []byte("a-b-c"), Priority: engine.High, Data: []byte("x\x00y\x00")},
+		{Function: []byte("a-b"), Unique: []byte("c"), Priority: engine.Low, Data: []byte("")},
+		{Function: []byte("a"), Unique: []byte("b-c"), Priority: engine.Low, Data: nil},
+		{Function: []byte("fn\xff\xfe"), Unique: []byte("\xff\x80 raw \x01\x7f"), Priority: engine.High, Data: []byte{0, 0, 0}},
+		{Function: []byte("quote'\"`;--"), Unique: []byte("') DROP TABLE x; --"), Priority: engine.Normal, Data: []byte("q")},
+		{Function: []byte("ünïcödé"), Unique: []byte("日本"), Priority: engine.Normal, Data: []byte("u"), When: 1},
+		{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Normal, Data: []byte("later"), When: 4102444800},
+		{Function: []byte("epoch"), Unique: []byte("e2"), Priority: engine.Low, Data: []byte("past"), When: 1000000000},
+		{Function: []byte("same"), Unique: []byte("k"), Priority: engine.Normal, Data: []byte("1")},
+		{Function: []byte("same2"), Unique: []byte("k"), Priority: engine.Normal, Data: []byte("2")}, // same unique, other function
+		{Function: []byte("big"), Unique: []byte("big"), Priority: engine.Normal, Data: big},
+		{Function: []byte("sp ace"), Unique: []byte(" "), Priority: engine.High, Data: []byte("\n")},
+		{Function: []byte("long"), Unique: bytes.Repeat([]byte{'u', 0xff}, 300), Priority: engine.Normal, Data: []byte("L")},
+	}
+	return rs
+}
+
+func testRoundTrip(t *testing.T, open func(t *testing.T) engine.Store) {
+	s := open(t)
+	rs := sampleRecords()
+	addAll(t, s, rs)
+	// Remove some: by fresh copies of the key, as the engine would.
+	removed := map[int]bool{1: true, 3: true, 10: true, 12: true}
+	var keep []engine.Record
+	for i, r := range rs {
+		if removed[i] {
+			s.Remove(bytes.Clone(r.Function), bytes.Clone(r.Unique))
+		} else {
+			keep = append(keep, r)
+		}
+	}
+	s.Remove([]byte("never"), []byte("added")) // no-op
+	closeStore(t, s)
+
+	s = open(t)
+	defer closeStore(t, s)
+	got := replayAll(t, s)
+	wantSet(t, got, keep)
+
+	// Replay is repeatable and reads what the store holds, not a cache.
+	wantSet(t, replayAll(t, s), keep)
+}
+
+func testConcurrent(t *testing.T, open func(t *testing.T) engine.Store) {
+	s := open(t)
+	const goroutines, each = 8, 1250
+	var wg, acked sync.WaitGroup
+	errs := make(chan error, goroutines*each)
+	acked.Add(goroutines * each)
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				r := engine.Record{
+					Function: fmt.Appendf(nil, "fn%d", i%7),
+					Unique:   fmt.Appendf(nil, "g%d-%d", g, i),
+					Priority: engine.Priority(i % 3),
+					Data:     fmt.Appendf(nil, "data %d %d", g, i),
+					When:     int64(i),
+				}
+				s.Add(r, func(err error) {
+					if err != nil {
+						errs <- err
+					}
+					acked.Done()
+				})
+			}
+		})
+	}
+	wg.Wait()
+	if !waitTimeout(&acked, 60*time.Second) {
+		t.Fatalf("not every Add was acknowledged")
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Add failed: %v", err)
+	}
+	closeStore(t, s)
+
+	s = open(t)
+	defer closeStore(t, s)
+	got := replayAll(t, s)
+	if len(got) != goroutines*each {
+		t.Fatalf("replayed %d records, want %d", len(got), goroutines*each)
+	}
+	for g := range goroutines {
+		for i := range each {
+			k := recKey(fmt.Appendf(nil, "fn%d", i%7), fmt.Appendf(nil, "g%d-%d", g, i))
+			r, ok := got[k]
+			if !ok {
+				t.Fatalf("missing %q", k)
+			}
+			if string(r.Data) != fmt.Sprintf("data %d %d", g, i) || r.Priority != engine.Priority(i%3) || r.When != int64(i) {
+				t.Fatalf("%q replayed as %+v", k, r)
+			}
+		}
+	}
+}
+
+// testRemoveMany: bursts of Removes from many goroutines, interleaved
+// with Adds, delete exactly their keys.
+func testRemoveMany(t *testing.T, open func(t *testing.T) engine.Store) {
+	s := open(t)
+	rec := func(i int) engine.Record {
+		return engine.Record{Function: fmt.Appendf(nil, "rm%d", i%3), Unique: fmt.Appendf(nil, "%d", i), Priority: engine.Normal, Data: []byte{byte(i)}}
+	}
+	const n = 3000
+	var rs []engine.Record
+	for i := range n {
+		rs = append(rs, rec(i))
+	}
+	addAll(t, s, rs)
+	var want []engine.Record
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := g; i < n; i += 4 {
+				if i%3 != 0 {
+					r := rec(i)
+					s.Remove(r.Function, r.Unique)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if i%3 == 0 {
+			want = append(want, rec(i))
+		}
+	}
+	more := []engine.Record{rec(n), rec(n + 1)}
+	addAll(t, s, more)
+	want = append(want, more...)
+	closeStore(t, s)
+	s = open(t)
+	defer closeStore(t, s)
+	wantSet(t, replayAll(t, s), want)
+}
+
+// testOrder: writes take effect in call order, also when they fall into
+// one batch.
+func testOrder(t *testing.T, open func(t *testing.T) engine.Store) {
+	s := open(t)
+	rec := func(u string) engine.Record {
+		return engine.Record{Function: []byte("order"), Unique: []byte(u), Priority: engine.Normal, Data: []byte(u)}
+	}
+	var acked sync.WaitGroup
+	add := func(r engine.Record) {
+		acked.Add(1)
+		s.Add(r, func(err error) {
+			if err != nil {
+				t.Errorf("Add %s: %v", r.Unique, err)
+			}
+			acked.Done()
+		})
+	}
+	for i := range 200 {
+		u := fmt.Sprintf("gone%d", i)
+		add(rec(u))
+		s.Remove([]byte("order"), []byte(u)) // before the Add is acknowledged
+	}
+	add(rec("stays"))
+	// Removed, then added again: present.
+	add(rec("back"))
+	s.Remove([]byte("order"), []byte("back"))
+	add(rec("back"))
+	if !waitTimeout(&acked, 30*time.Second) {
+		t.Fatalf("Adds not acknowledged")
+	}
+	// Removed once acknowledged, in a later batch.
+	s.Remove([]byte("order"), []byte("stays"))
+	add(rec("last"))
+	closeStore(t, s)
+
+	s = open(t)
+	defer closeStore(t, s)
+	wantSet(t, replayAll(t, s), []engine.Record{rec("back"), rec("last")})
+}
+
+// testCloseFlushes: Close writes and acknowledges everything queued.
+func testCloseFlushes(t *testing.T, open func(t *testing.T) engine.Store) {
+	s := open(t)
+	const n = 3000
+	var mu sync.Mutex
+	acks, fails := 0, 0
+	var want []engine.Record
+	for i := range n {
+		r := engine.Record{Function: []byte("flush"), Unique: fmt.Appendf(nil, "%d", i), Priority: engine.Low, Data: []byte("d")}
+		want = append(want, r)
+		s.Add(r, func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fails++
+			} else {
+				acks++
+			}
+		})
+	}
+	closeStore(t, s)
+	mu.Lock()
+	if acks != n || fails != 0 {
+		t.Errorf("after Close: %d acknowledged, %d failed, want %d and 0", acks, fails, n)
+	}
+	mu.Unlock()
+	s = open(t)
+	defer closeStore(t, s)
+	wantSet(t, replayAll(t, s), want)
+}
+
+// addAll adds rs and waits until each is acknowledged without error.
+func addAll(t *testing.T, s engine.Store, rs []engine.Record) {
+	t.Helper()
+	errc := make(chan error, len(rs))
+	for _, r := range rs {
+		s.Add(r, func(err error) { errc <- err })
+	}
+	deadline := time.After(30 * time.Second)
+	for range rs {
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("Add: %v", err)
+			}
+		case <-deadline:
+			t.Fatalf("Adds not acknowledged in 30 s")
+		}
+	}
+}
+
+func closeStore(t *testing.T, s engine.Store) {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func recKey(function, unique []byte) string {
+	return hex.EncodeToString(function) + "/" + hex.EncodeToString(unique)
+}
+
+// replayAll returns the replayed records by key, copied out of fn, and
+// fails on a key replayed twice.
+func replayAll(t *testing.T, s engine.Store) map[string]engine.Record {
+	t.Helper()
+	got := map[string]engine.Record{}
+	err := s.Replay(func(r engine.Record) {
+		k := recKey(r.Function, r.Unique)
+		if _, dup := got[k]; dup {
+			t.Errorf("replayed twice: %q %q", r.Function, r.Unique)
+		}
+		got[k] = engine.Record{
+			Function: bytes.Clone(r.Function), Unique: bytes.Clone(r.Unique),
+			Priority: r.Priority, Data: bytes.Clone(r.Data), When: r.When,
+		}
+	})
+	if err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	return got
+}
+
+// wantSet fails unless got holds exactly want (nil and empty data alike).
+func wantSet(t *testing.T, got map[string]engine.Record, want []engine.Record) {
+	t.Helper()
+	var problems []string
+	seen := map[string]bool{}
+	for _, w := range want {
+		k := recKey(w.Function, w.Unique)
+		seen[k] = true
+		g, ok := got[k]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("missing %q/%q", w.Function, w.Unique))
+		case !bytes.Equal(g.Function, w.Function) || !bytes.Equal(g.Unique, w.Unique):
+			problems = append(problems, fmt.Sprintf("key %q/%q replayed as %q/%q", w.Function, w.Unique, g.Function, g.Unique))
+		case !bytes.Equal(g.Data, w.Data):
+			problems = append(problems, fmt.Sprintf("%q/%q: data %q, want %q", w.Function, w.Unique, trunc(g.Data), trunc(w.Data)))
+		case g.Priority != w.Priority || g.When != w.When:
+			problems = append(problems, fmt.Sprintf("%q/%q: priority %d when %d, want %d %d", w.Function, w.Unique, g.Priority, g.When, w.Priority, w.When))
+		}
+	}
+	for k, g := range got {
+		if !seen[k] {
+			problems = append(problems, fmt.Sprintf("unexpected %q/%q", g.Function, g.Unique))
+		}
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		if len(problems) > 20 {
+			problems = append(problems[:20], fmt.Sprintf("... %d more", len(problems)-20))
+		}
+		t.Fatalf("replay differs (%d records, want %d):\n%s", len(got), len(want), strings.Join(problems, "\n"))
+	}
+}
+
+func trunc(b []byte) []byte {
+	if len(b) > 40 {
+		return b[:40]
+	}
+	return b
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	c := make(chan struct{})
+	go func() { wg.Wait(); close(c) }()
+	select {
+	case <-c:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}

@@ -1,0 +1,460 @@
+package queue
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"gearshard/engine"
+	"gearshard/netio/gstest"
+	"gearshard/wire"
+)
+
+func testLog(t testing.TB) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+}
+
+func openSQLiteT(t testing.TB, path string) *SQLite {
+	t.Helper()
+	s, err := OpenSQLite(path, "", testLog(t))
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	return s
+}
+
+func TestSQLiteConformance(t *testing.T) {
+	testStore(t, func(t *testing.T) func(t *testing.T) engine.Store {
+		path := filepath.Join(t.TempDir(), "queue.db")
+		return func(t *testing.T) engine.Store { return openSQLiteT(t, path) }
+	})
+}
+
+// rawDB opens the file without the store, as another program would.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestSQLiteTableName(t *testing.T) {
+	dir := t.TempDir()
+	for _, bad := range []string{"a;DROP TABLE x", "a-b", "1abc", `a"b`, "a b", "tab\x00", strings.Repeat("a", 65)} {
+		if s, err := OpenSQLite(filepath.Join(dir, "bad.db"), bad, testLog(t)); err == nil {
+			s.Close()
+			t.Errorf("table %q accepted", bad)
+		}
+	}
+	if _, err := OpenSQLite("", "", testLog(t)); err == nil {
+		t.Errorf("empty path accepted")
+	}
+	path := filepath.Join(dir, "custom.db")
+	s, err := OpenSQLite(path, "My_Queue2", testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addAll(t, s, []engine.Record{{Function: []byte("f"), Unique: []byte("u"), Priority: engine.Low, Data: []byte("d")}})
+	closeStore(t, s)
+	var n int
+	if err := rawDB(t, path).QueryRow(`SELECT count(*) FROM My_Queue2`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("custom table: %d rows, %v", n, err)
+	}
+}
+
+// The table is gearmand's, column for column, and the file is in WAL mode.
+func TestSQLiteSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	closeStore(t, openSQLiteT(t, path))
+	db := rawDB(t, path)
+	rows, err := db.Query(`PRAGMA table_info(gearman_queue)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var cid, notnull, pk int
+		var name, typ string
+		var dflt sql.NullString
+		if err := rows.Scan(&cid, &name, &typ, &notnull, &dflt, &pk); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s pk%d", name, typ, pk))
+	}
+	want := "unique_key TEXT pk1,function_name TEXT pk2,priority INTEGER pk0,data BLOB pk0,when_to_run INTEGER pk0"
+	if strings.Join(got, ",") != want {
+		t.Errorf("columns %q\nwant    %q", strings.Join(got, ","), want)
+	}
+	var mode string
+	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode %q, %v", mode, err)
+	}
+}
+
+// Rows as gearmand writes them (TEXT keys, an empty unique, NULL when) replay,
+// and a Remove deletes such a row although gearshard binds keys as BLOBs.
+func TestSQLiteGearmandRows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	closeStore(t, openSQLiteT(t, path))
+	db := rawDB(t, path)
+	ins := `INSERT INTO gearman_queue (unique_key, function_name, priority, data, when_to_run) VALUES (?, ?, ?, ?, ?)`
+	for _, row := range [][]any{
+		{"u-1", "reverse", 0, []byte("a\x00b"), 0},
+		{"", "reverse", 1, []byte("empty unique"), nil},
+		{"u-3", "fn-x", 2, nil, 1700000000},
+		{"u-4", "fn-x", nil, []byte("null priority"), 0},
+	} {
+		if _, err := db.Exec(ins, row...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s := openSQLiteT(t, path)
+	want := []engine.Record{
+		{Function: []byte("reverse"), Unique: []byte("u-1"), Priority: engine.High, Data: []byte("a\x00b")},
+		{Function: []byte("reverse"), Unique: []byte(""), Priority: engine.Normal, Data: []byte("empty unique")},
+		{Function: []byte("fn-x"), Unique: []byte("u-3"), Priority: engine.Low, When: 1700000000},
+		{Function: []byte("fn-x"), Unique: []byte("u-4"), Priority: engine.Normal, Data: []byte("null priority")},
+	}
+	wantSet(t, replayAll(t, s), want)
+	s.Remove([]byte("reverse"), []byte("u-1"))
+	s.Remove([]byte("reverse"), nil)
+	s.Remove([]byte("fn-x"), []byte("u-3"))
+	closeStore(t, s)
+	s = openSQLiteT(t, path)
+	defer closeStore(t, s)
+	wantSet(t, replayAll(t, s), want[3:])
+}
+
+// A database locked by another process holds a batch for the busy timeout
+// (bounded), then fails it; the queue behind it is bounded; later batches
+// go through once the lock is gone.
+func TestSQLiteBusyAndFull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	s, err := openSQLite(path, "", testLog(t), sqliteOptions{busyTimeout: 500 * time.Millisecond, maxPending: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeStore(t, s)
+	lockDB := rawDB(t, path)
+	lock, err := lockDB.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	rec := func(i int) engine.Record {
+		return engine.Record{Function: []byte("busy"), Unique: fmt.Appendf(nil, "%d", i), Priority: engine.Normal}
+	}
+	errs := make([]chan error, 8)
+	for i := range errs {
+		errs[i] = make(chan error, 1)
+	}
+	add := func(i int) {
+		s.Add(rec(i), func(err error) { errs[i] <- err })
+	}
+	add(0)
+	gstest.Eventually(t, 5*time.Second, func() bool { // the writer has taken it
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.pending) == 0
+	}, "writer idle")
+	for i := 1; i <= 5; i++ {
+		add(i)
+	}
+	add(6) // over the bound: refused at once
+	select {
+	case err := <-errs[6]:
+		if !errors.Is(err, ErrFull) {
+			t.Fatalf("Add over the bound: %v, want ErrFull", err)
+		}
+	default:
+		t.Fatalf("Add over the bound not refused at once")
+	}
+	start := time.Now()
+	select {
+	case err := <-errs[0]:
+		if err == nil {
+			t.Fatalf("Add acknowledged while the database is locked")
+		}
+		t.Logf("locked database: %v after %v", err, time.Since(start))
+	case <-time.After(10 * time.Second):
+		t.Fatalf("locked database held an Add beyond the busy timeout")
+	}
+	if _, err := lock.ExecContext(context.Background(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	lock.Close()
+	for i := 1; i <= 5; i++ {
+		select {
+		case err := <-errs[i]:
+			if err != nil {
+				t.Fatalf("Add %d after the lock: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Add %d not acknowledged", i)
+		}
+	}
+	add(7)
+	if err := <-errs[7]; err != nil {
+		t.Fatalf("Add 7: %v", err)
+	}
+	wantSet(t, replayAll(t, s), []engine.Record{rec(1), rec(2), rec(3), rec(4), rec(5), rec(7)})
+}
+
+const crashEnv = "GEARSHARD_SQLITE_CRASH_CHILD"
+
+func crashRecord(n int) engine.Record {
+	return engine.Record{
+		Function: fmt.Appendf(nil, "crash%d", n%5),
+		Unique:   fmt.Appendf(nil, "c-%d", n),
+		Priority: engine.Priority(n % 3),
+		Data:     fmt.Appendf(nil, "payload\x00%d", n),
+		When:     int64(n % 2),
+	}
+}
+
+// crashChild adds records without end from 8 goroutines, 16 in flight
+// each, and prints "ack N" the moment record N is acknowledged.
+func crashChild(path string) {
+	s, err := OpenSQLite(path, "", zerolog.New(os.Stderr))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	var next atomic.Int64
+	var out sync.Mutex
+	for range 8 {
+		go func() {
+			sem := make(chan struct{}, 16)
+			for {
+				sem <- struct{}{}
+				n := int(next.Add(1))
+				s.Add(crashRecord(n), func(err error) {
+					if err == nil {
+						out.Lock()
+						_, _ = os.Stdout.WriteString("ack " + strconv.Itoa(n) + "\n")
+						out.Unlock()
+					}
+					<-sem
+				})
+			}
+		}()
+	}
+	select {}
+}
+
+// Every Add acknowledged before a kill -9 is in the file afterwards.
+func TestSQLiteCrash(t *testing.T) {
+	if path := os.Getenv(crashEnv); path != "" {
+		crashChild(path)
+		return
+	}
+	path := filepath.Join(t.TempDir(), "crash.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSQLiteCrash$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashEnv+"="+path)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	timer := time.AfterFunc(120*time.Second, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	acked := map[int]bool{}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		n, err := strconv.Atoi(strings.TrimPrefix(line, "ack "))
+		if err != nil || !strings.HasPrefix(line, "ack ") {
+			t.Logf("child: %s", line)
+			continue
+		}
+		acked[n] = true
+		if len(acked) >= 2000 && !killed {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+		}
+	}
+	_ = cmd.Wait()
+	if !killed {
+		t.Fatalf("child ended after %d acks without being killed; stderr:\n%s", len(acked), stderr.String())
+	}
+	s := openSQLiteT(t, path)
+	defer closeStore(t, s)
+	got := replayAll(t, s)
+	missing := 0
+	for n := range acked {
+		want := crashRecord(n)
+		r, ok := got[recKey(want.Function, want.Unique)]
+		if !ok || string(r.Data) != string(want.Data) || r.Priority != want.Priority || r.When != want.When {
+			if missing < 10 {
+				t.Errorf("acknowledged record %d: replayed %v as %+v", n, ok, r)
+			}
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d of %d acknowledged records lost", missing, len(acked))
+	}
+	t.Logf("killed after %d acknowledged adds; %d records in the file, all acknowledged ones among them", len(acked), len(got))
+}
+
+func loopbackPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// A queue written by Debian's gearmand 1.1.20 (-q libsqlite3) replays with
+// function, unique, priority, data and run-at time, and gearshard's Remove
+// deletes gearmand's rows.
+func TestSQLiteGearmandCompat(t *testing.T) {
+	const gearmand = "/usr/sbin/gearmand"
+	if _, err := os.Stat(gearmand); err != nil {
+		t.Fatalf("%s not found (install the Debian package gearman-job-server): %v", gearmand, err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gearmand.db")
+	port := loopbackPort(t)
+	logFile := filepath.Join(dir, "gearmand.log")
+	cmd := exec.Command(gearmand, "-q", "libsqlite3", "--libsqlite3-db", path,
+		"-p", strconv.Itoa(port), "-L", "127.0.0.1", "-l", logFile, "-P", filepath.Join(dir, "gearmand.pid"))
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start gearmand: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	showLog := func() string {
+		b, _ := os.ReadFile(logFile)
+		return out.String() + string(b)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	gstest.Eventually(t, 10*time.Second, func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("gearmand exited: %s", showLog())
+		default:
+		}
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "gearmand not listening on %s", addr)
+
+	epoch := time.Now().Add(24 * time.Hour).Unix()
+	want := []engine.Record{
+		{Function: []byte("fn-high"), Unique: []byte("u-high-1"), Priority: engine.High, Data: []byte("high\x00data\xff")},
+		{Function: []byte("fn-normal"), Unique: []byte("u-normal-2"), Priority: engine.Normal, Data: []byte("normal data")},
+		{Function: []byte("fn-low"), Unique: []byte("u-low-3"), Priority: engine.Low, Data: []byte("\x00low\x00")},
+		{Function: []byte("fn-epoch"), Unique: []byte("u-epoch-4"), Priority: engine.Normal, Data: []byte("at epoch"), When: epoch},
+	}
+	c := gstest.Dial(t, addr)
+	c.Send(wire.SubmitJobHighBG, "fn-high", "u-high-1", "high\x00data\xff")
+	c.Expect(wire.JobCreated)
+	c.Send(wire.SubmitJobBG, "fn-normal", "u-normal-2", "normal data")
+	c.Expect(wire.JobCreated)
+	c.Send(wire.SubmitJobLowBG, "fn-low", "u-low-3", "\x00low\x00")
+	c.Expect(wire.JobCreated)
+	c.Send(wire.SubmitJobEpoch, "fn-epoch", "u-epoch-4", strconv.FormatInt(epoch, 10), "at epoch")
+	c.Expect(wire.JobCreated)
+	c.Raw().Close()
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("gearmand did not stop on SIGTERM: %s", showLog())
+	}
+
+	// gearmand bound the keys as TEXT: the rows Replay and Remove must
+	// also handle.
+	var texts int
+	db := rawDB(t, path)
+	if err := db.QueryRow(`SELECT count(*) FROM gearman_queue WHERE typeof(unique_key) = 'text' AND typeof(function_name) = 'text'`).Scan(&texts); err != nil || texts != len(want) {
+		t.Fatalf("gearmand wrote %d rows with TEXT keys (%v), want %d", texts, err, len(want))
+	}
+	db.Close()
+
+	s := openSQLiteT(t, path)
+	got := replayAll(t, s)
+	wantSet(t, got, want)
+
+	// The jobs finish under gearshard: its Removes delete gearmand's rows.
+	s.Remove([]byte("fn-high"), []byte("u-high-1"))
+	s.Remove([]byte("fn-epoch"), []byte("u-epoch-4"))
+	closeStore(t, s)
+	s = openSQLiteT(t, path)
+	defer closeStore(t, s)
+	wantSet(t, replayAll(t, s), want[1:3])
+}
+
+// BenchmarkSQLiteAdd: acknowledged Adds per second, many submitters each
+// waiting for its acknowledgement (as clients wait for JOB_CREATED).
+func BenchmarkSQLiteAdd(b *testing.B) {
+	s, err := OpenSQLite(filepath.Join(b.TempDir(), "bench.db"), "", zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	data := make([]byte, 100)
+	var seq atomic.Uint64
+	b.SetParallelism(64) // 64 × GOMAXPROCS submitters in flight
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		done := make(chan error, 1)
+		for pb.Next() {
+			n := seq.Add(1)
+			s.Add(engine.Record{
+				Function: []byte("bench"),
+				Unique:   fmt.Appendf(nil, "%s%016x", engine.StoredUniquePrefix, n),
+				Priority: engine.Normal,
+				Data:     data,
+			}, func(err error) { done <- err })
+			if err := <-done; err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "adds/s")
+}
