@@ -55,7 +55,7 @@ func TestCLIRun(t *testing.T) {
 		{args: "-p 70000", code: 2, stderr: "gearshard: --port 70000: must be 0..65535\n"},
 		{args: "--threads=-1", code: 2, stderr: "gearshard: --threads -1: must be >= 0\n"},
 		{args: "--worker-wakeup=-2", code: 2, stderr: "gearshard: --worker-wakeup -2: must be >= 0\n"},
-		{args: "-q mysql", code: 2, stderr: "gearshard: --queue-type \"mysql\": want builtin or libsqlite3 (Postgres and redis are not in this build yet)\n"},
+		{args: "-q mysql", code: 2, stderr: "gearshard: --queue-type \"mysql\": want builtin, libsqlite3, Postgres or redis\n"},
 		{args: "-q libsqlite3", code: 2, stderr: "gearshard: -q libsqlite3 needs --libsqlite3-db FILE\n"},
 		{args: "-r http", code: 2, stderr: "gearshard: --protocol \"http\": not available in this build\n"},
 		{args: "--max-packet-size 10", code: 2, stderr: "gearshard: --max-packet-size 10: must be at least 1024\n"},

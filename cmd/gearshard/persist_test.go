@@ -3,18 +3,96 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"gearshard/engine/queue/queuetest"
 	"gearshard/netio/gstest"
 	"gearshard/wire"
 )
 
+// Each store's flags, pointing a server at a queue of the test's own.
 func sqliteQueue(t *testing.T) []string {
 	return []string{"-q", "libsqlite3", "--libsqlite3-db", filepath.Join(t.TempDir(), "queue.db")}
+}
+
+func postgresQueue(t *testing.T) []string {
+	return []string{"-q", "Postgres", "--libpq-conninfo", queuetest.StartPostgres(t)}
+}
+
+func redisQueue(t *testing.T) []string {
+	host, port, _ := net.SplitHostPort(queuetest.StartRedis(t))
+	return []string{"-q", "redis", "--redis-server", host, "--redis-port", port}
+}
+
+func TestPersistRestartPostgres(t *testing.T) { testPersistRestart(t, postgresQueue(t)) }
+func TestPersistRestartRedis(t *testing.T)    { testPersistRestart(t, redisQueue(t)) }
+func TestPersistCrashPostgres(t *testing.T)   { testPersistCrash(t, postgresQueue(t)) }
+func TestPersistCrashRedis(t *testing.T)      { testPersistCrash(t, redisQueue(t)) }
+
+// Scaling out: nodes share one PostgreSQL (or Redis) with a table (or key
+// prefix) each. When a node dies, a node started on its table takes over
+// its background jobs, and the other nodes' jobs stay where they are.
+func TestScaleOutTakeOverPostgres(t *testing.T) {
+	conninfo := queuetest.StartPostgres(t)
+	testTakeOver(t, func(node string) []string {
+		return []string{"-q", "Postgres", "--libpq-conninfo", conninfo, "--libpq-table", "queue_" + node}
+	})
+}
+
+func TestScaleOutTakeOverRedis(t *testing.T) {
+	host, port, _ := net.SplitHostPort(queuetest.StartRedis(t))
+	testTakeOver(t, func(node string) []string {
+		return []string{"-q", "redis", "--redis-server", host, "--redis-port", port, "--redis-prefix", "_gear_" + node}
+	})
+}
+
+func testTakeOver(t *testing.T, queueOf func(node string) []string) {
+	a := startProcess(t, queueOf("a")...)
+	b := startProcess(t, queueOf("b")...)
+	for _, n := range []struct {
+		p    *proc
+		name string
+	}{{a, "a"}, {b, "b"}} {
+		c := gstest.Dial(t, n.p.addr)
+		for i := 0; i < 3; i++ {
+			c.Send(wire.SubmitJobBG, "work", "", n.name+strconv.Itoa(i))
+			c.Expect(wire.JobCreated)
+		}
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.wait(t, 20*time.Second)
+	// A new node on a's queue serves a's jobs; b's stay with b.
+	c := startProcess(t, queueOf("a")...)
+	w := gstest.Dial(t, c.addr)
+	w.Send(wire.CanDo, "work")
+	var got []string
+	for {
+		w.Send(wire.GrabJob)
+		p, err := w.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Type == wire.NoJob {
+			break
+		}
+		got = append(got, p.Fields[2])
+		w.Send(wire.WorkComplete, p.Fields[0], "")
+	}
+	slices.Sort(got)
+	if fmt.Sprint(got) != "[a0 a1 a2]" {
+		t.Fatalf("the node that took over served %v, want a0 a1 a2", got)
+	}
+	if s := gstest.Dial(t, b.addr).Admin("status"); s != "work\t3\t0\t0\n.\n" {
+		t.Fatalf("node b's queue changed: %q", s)
+	}
 }
 
 // TestPersistRestartSQLite: background jobs with their priorities, unique

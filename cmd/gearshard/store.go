@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
+	"net"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -33,8 +37,14 @@ func (q *QueueFlags) openStore(log zerolog.Logger) (engine.Store, error) {
 			return nil, usagef("-q libsqlite3 needs --libsqlite3-db FILE")
 		}
 		return asStore(queue.OpenSQLite(q.Libsqlite3DB, q.Libsqlite3Table, log))
+	case "postgres":
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return asStore(queue.OpenPostgres(ctx, q.LibpqConninfo, q.LibpqTable, log))
+	case "redis":
+		return asStore(queue.OpenRedis(net.JoinHostPort(q.RedisServer, strconv.Itoa(q.RedisPort)), q.RedisPassword, q.RedisPrefix, log))
 	}
-	return nil, usagef("--queue-type %q: want builtin or libsqlite3 (Postgres and redis are not in this build yet)", q.QueueType)
+	return nil, usagef("--queue-type %q: want builtin, libsqlite3, Postgres or redis", q.QueueType)
 }
 
 // asStore keeps a failed open from turning into a non-nil interface

@@ -75,7 +75,7 @@ func sampleRecords() []engine.Record {
 		{Function: []byte("same2"), Unique: []byte("k"), Priority: engine.Normal, Data: []byte("2")}, // same unique, other function
 		{Function: []byte("big"), Unique: []byte("big"), Priority: engine.Normal, Data: big},
 		{Function: []byte("sp ace"), Unique: []byte(" "), Priority: engine.High, Data: []byte("\n")},
-		{Function: []byte("long"), Unique: bytes.Repeat([]byte{'u', 0xff}, 300), Priority: engine.Normal, Data: []byte("L")},
+		{Function: []byte("long"), Unique: bytes.Repeat([]byte{'u', 0xff}, 32), Priority: engine.Normal, Data: []byte("L")},
 	}
 	return rs
 }

@@ -1,0 +1,246 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"gearshard/engine"
+	"gearshard/engine/queue/queuetest"
+)
+
+func pgOpen(t testing.TB, conninfo, table string) *Postgres {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := OpenPostgres(ctx, conninfo, table, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	return s
+}
+
+func pgExec(t testing.TB, conninfo, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, conninfo)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func TestPostgresKeyEscape(t *testing.T) {
+	check := func(b []byte) {
+		t.Helper()
+		s := pgEscape(b)
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			t.Fatalf("escape of %q = %q: not valid UTF-8 without NUL", b, s)
+		}
+		if n := utf8.RuneCountInString(s); n > len(b) {
+			t.Fatalf("escape of %q has %d characters, more than its %d bytes", b, n, len(b))
+		}
+		if back := pgUnescape(nil, s); !bytes.Equal(back, b) {
+			t.Fatalf("escape of %q = %q unescapes to %q", b, s, back)
+		}
+	}
+	for _, k := range []string{"", "plain", "gs~8000000000000001", "日本", "a-b", "\x00", "\xff", "a\xffb", "\xc3", "\xed\xa0\x80",
+		"\U0010FE00", "\U0010FEFF", "\U0010FDFF\U0010FF00", "\xf4\x8f\xb8", "\xf4", "\U0010FFFF"} {
+		check([]byte(k))
+	}
+	if got := pgEscape([]byte("plain ütf-8")); got != "plain ütf-8" {
+		t.Errorf("plain UTF-8 stored as %q", got)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte{0, 'a', '-', 0xc3, 0xbc, 0xf4, 0x8f, 0xb8, 0xbf, 0x80, 0xff, 0xe6, 0x97, 0xa5}
+	for range 20000 {
+		b := make([]byte, rng.IntN(12))
+		for i := range b {
+			if rng.IntN(4) == 0 {
+				b[i] = byte(rng.Uint32())
+			} else {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+		}
+		check(b)
+	}
+}
+
+func TestPostgresValidTable(t *testing.T) {
+	for _, ok := range []string{"queue", "gearman_queue", "Q1", "public.queue", "_x"} {
+		if !pgValidTable(ok) {
+			t.Errorf("%q rejected", ok)
+		}
+	}
+	for _, bad := range []string{"", "1q", "q;drop table x", "a.b.c", "a.", "q-1", `"q"`, "q q", strings.Repeat("q", 64)} {
+		if pgValidTable(bad) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestPostgres runs the store against one PostgreSQL server, each part on
+// a table of its own.
+func TestPostgres(t *testing.T) {
+	conninfo := startPostgres(t)
+	opener := func(table string) func() engine.Store {
+		return func() engine.Store { return pgOpen(t, conninfo, table) }
+	}
+
+	t.Run("RoundTrip", func(t *testing.T) {
+		s := pgOpen(t, conninfo, "") // gearmand's default table, queue
+		rs := netAwkward()
+		netAck(t, s, rs)
+		s.Remove(rs[1].Function, rs[1].Unique)
+		s.Remove(bytes.Clone(rs[4].Function), bytes.Clone(rs[4].Unique))
+		want := append(append([]engine.Record{rs[0]}, rs[2:4]...), rs[5:]...)
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		s = pgOpen(t, conninfo, "queue")
+		defer s.Close()
+		netWantExactly(t, netReplay(t, s), want)
+		netWantExactly(t, netReplay(t, s), want)
+
+		// Plain keys are stored as they are: gearmand reads these rows.
+		ctx := context.Background()
+		c, err := pgx.Connect(ctx, conninfo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		var unique, function string
+		var priority, when int32
+		var data []byte
+		err = c.QueryRow(ctx, "SELECT unique_key, function_name, priority, data, when_to_run FROM queue WHERE function_name = 'epoch'").
+			Scan(&unique, &function, &priority, &data, &when)
+		if err != nil || unique != "e1" || function != "epoch" || priority != 2 || string(data) != "later" || when != 2000000000 {
+			t.Errorf("row as gearmand sees it: %q %q %d %q %d, %v", unique, function, priority, data, when, err)
+		}
+	})
+
+	t.Run("GearmandRows", func(t *testing.T) {
+		// Rows as gearmand 1.1 writes them (plain INSERT), one with NULL
+		// when_to_run.
+		s := pgOpen(t, conninfo, "gm")
+		pgExec(t, conninfo, "INSERT INTO gm (unique_key, function_name, priority, data, when_to_run) VALUES"+
+			" ('u1', 'reverse', 0, 'abc', 0), ('', 'empty', 2, '\\x00ff'::bytea, 1700000000), ('u-3', 'f-n', 1, NULL, NULL)")
+		want := []engine.Record{
+			{Function: []byte("reverse"), Unique: []byte("u1"), Priority: engine.High, Data: []byte("abc")},
+			{Function: []byte("empty"), Unique: []byte{}, Priority: engine.Low, Data: []byte{0, 0xff}, When: 1700000000},
+			{Function: []byte("f-n"), Unique: []byte("u-3"), Priority: engine.Normal, Data: []byte{}},
+		}
+		netWantExactly(t, netReplay(t, s), want)
+		s.Remove([]byte("reverse"), []byte("u1"))
+		netAck(t, s, []engine.Record{{Function: []byte("f-n"), Unique: []byte("u-3"), Priority: engine.High, Data: []byte("new")}})
+		s.Close()
+		s = pgOpen(t, conninfo, "gm")
+		defer s.Close()
+		netWantExactly(t, netReplay(t, s), []engine.Record{want[1],
+			{Function: []byte("f-n"), Unique: []byte("u-3"), Priority: engine.High, Data: []byte("new")}})
+	})
+
+	t.Run("Concurrent", func(t *testing.T) { netConcurrent(t, opener("conc")) })
+	t.Run("AddRemove", func(t *testing.T) { netAddRemove(t, opener("addremove")) })
+	t.Run("AfterClose", func(t *testing.T) { netAfterClose(t, pgOpen(t, conninfo, "closed")) })
+
+	t.Run("Limits", func(t *testing.T) {
+		s := pgOpen(t, conninfo, "limits")
+		defer s.Close()
+		for _, r := range []engine.Record{
+			{Function: bytes.Repeat([]byte("f"), 256), Unique: []byte("u")},
+			{Function: []byte("f"), Unique: bytes.Repeat([]byte("u"), 65)},
+			{Function: []byte("f"), Unique: []byte("u"), When: 1 << 40},
+		} {
+			err := netAddWait(t, s, r, 5*time.Second)
+			if err == nil || !strings.Contains(err.Error(), "postgres queue") {
+				t.Errorf("Add of %d-byte function, %d-byte unique, when %d: %v", len(r.Function), len(r.Unique), r.When, err)
+			}
+		}
+		if err := netAddWait(t, s, engine.Record{Function: bytes.Repeat([]byte("ü"), 127), Unique: bytes.Repeat([]byte("\x00"), 64)}, 10*time.Second); err != nil {
+			t.Errorf("254-byte function, 64-byte unique: %v", err)
+		}
+	})
+
+	t.Run("BadOpen", func(t *testing.T) {
+		ctx := context.Background()
+		if _, err := OpenPostgres(ctx, conninfo, "q; DROP TABLE queue", zerolog.Nop()); err == nil {
+			t.Errorf("bad table name accepted")
+		}
+		port := queuetest.FreePort(t)
+		t0 := time.Now()
+		if _, err := OpenPostgres(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable", port), "", zerolog.Nop()); err == nil {
+			t.Errorf("open of a server that is not there succeeded")
+		} else if time.Since(t0) > netAttempt+time.Second {
+			t.Errorf("open failed after %v", time.Since(t0))
+		}
+	})
+}
+
+func TestPostgresRestart(t *testing.T) {
+	srv := newPostgres(t)
+	netRestart(t, func() engine.Store { return pgOpen(t, srv.conninfo, "") },
+		func() { srv.stop(syscall.SIGQUIT) }, srv.start)
+}
+
+func TestPostgresStall(t *testing.T) {
+	srv := newPostgres(t)
+	netStall(t, func() engine.Store { return pgOpen(t, srv.conninfo, "") },
+		func() { srv.signal(syscall.SIGSTOP) }, func() { srv.signal(syscall.SIGCONT) })
+}
+
+func TestPostgresCrash(t *testing.T) {
+	if conninfo, child := netCrashChildArgs("postgres"); child {
+		netCrashChild(pgOpen(t, conninfo, "crash"))
+		return
+	}
+	conninfo := startPostgres(t)
+	pgOpen(t, conninfo, "crash").Close() // the table exists before the child starts
+	netCrash(t, "postgres", conninfo, "TestPostgresCrash", func() engine.Store { return pgOpen(t, conninfo, "crash") })
+}
+
+// BenchmarkPostgresAdd: acknowledged Adds per second, many in flight.
+func BenchmarkPostgresAdd(b *testing.B) {
+	conninfo := startPostgres(b)
+	s := pgOpen(b, conninfo, "bench")
+	defer s.Close()
+	netBenchAdd(b, s)
+}
+
+func netBenchAdd(b *testing.B, s engine.Store) {
+	var seq atomic.Uint64
+	data := bytes.Repeat([]byte("x"), 100)
+	b.SetParallelism(netBenchParallel)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		done := make(chan error, 1)
+		for pb.Next() {
+			n := seq.Add(1)
+			s.Add(engine.Record{Function: []byte("bench"), Unique: fmt.Appendf(nil, "b-%d", n), Priority: engine.Normal, Data: data},
+				func(err error) { done <- err })
+			if err := <-done; err != nil {
+				b.Errorf("Add: %v", err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acks/s")
+}
+
+// netBenchParallel × GOMAXPROCS Adds are in flight in the benchmarks.
+var netBenchParallel = 64

@@ -1,0 +1,183 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"gearshard/engine"
+	"gearshard/engine/queue/queuetest"
+)
+
+func redisOpen(t testing.TB, addr, prefix string) *Redis {
+	t.Helper()
+	s, err := OpenRedis(addr, "", prefix, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("OpenRedis: %v", err)
+	}
+	return s
+}
+
+func redisClient(t testing.TB, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRedisKey(t *testing.T) {
+	for _, c := range []struct{ f, u, want string }{
+		{"fn", "uniq", "_gear_-fn-uniq"}, // gearmand's key
+		{"a-b", "c", "_gear_-a%2Db-c"},
+		{"a", "b-c", "_gear_-a-b%2Dc"},
+		{"%2D", "%", "_gear_-%252D-%25"},
+		{"", "", "_gear_--"},
+		{"\xff\x00", "\x00", "_gear_-\xff\x00-\x00"},
+	} {
+		if got := string(redisKey(nil, "_gear_", []byte(c.f), []byte(c.u))); got != c.want {
+			t.Errorf("key of %q/%q = %q, want %q", c.f, c.u, got, c.want)
+		}
+	}
+	if got := redisGlobEscape(`a*b?[c]\`); got != `a\*b\?\[c\]\\` {
+		t.Errorf("glob escape: %q", got)
+	}
+}
+
+// TestRedis runs the store against one Redis server, each part under a
+// prefix of its own.
+func TestRedis(t *testing.T) {
+	addr := startRedis(t)
+	opener := func(prefix string) func() engine.Store {
+		return func() engine.Store { return redisOpen(t, addr, prefix) }
+	}
+
+	cfg, err := redisClient(t, addr).ConfigGet(context.Background(), "append*").Result()
+	if err != nil || cfg["appendonly"] != "yes" || cfg["appendfsync"] != "always" {
+		t.Fatalf("test server not fsyncing every write: %v %v", cfg, err)
+	}
+
+	t.Run("RoundTrip", func(t *testing.T) {
+		s := redisOpen(t, addr, "") // gearmand's default prefix, _gear_
+		rs := netAwkward()
+		netAck(t, s, rs)
+		s.Remove(rs[1].Function, rs[1].Unique)
+		s.Remove(bytes.Clone(rs[4].Function), bytes.Clone(rs[4].Unique))
+		want := append(append([]engine.Record{rs[0]}, rs[2:4]...), rs[5:]...)
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		s = redisOpen(t, addr, "_gear_")
+		netWantExactly(t, netReplay(t, s), want)
+		netWantExactly(t, netReplay(t, s), want)
+
+		// gearmand's fields, at gearmand's key for a key without '-'.
+		h, err := redisClient(t, addr).HGetAll(context.Background(), "_gear_-epoch-e1").Result()
+		if err != nil || h["data"] != "later" || h["priority"] != "2" || h["when"] != "2000000000" {
+			t.Errorf("hash as gearmand sees it: %q, %v", h, err)
+		}
+		s.Close()
+	})
+
+	t.Run("GearmandKeys", func(t *testing.T) {
+		// Hashes as gearmand writes them (HMSET data, priority), at keys
+		// split at the first '-'.
+		c := redisClient(t, addr)
+		ctx := context.Background()
+		for k, v := range map[string][]any{
+			"gm-reverse-u1":      {"data", "abc", "priority", "0"},
+			"gm-f-n-with-dashes": {"data", "\x00\xff", "priority", "2"},
+			"gm-empty-":          {"data", "", "priority", "1"},
+			"gm-nodash":          {"data", "x", "priority", "1"}, // not a job key: skipped
+			"gmother-reverse-u1": {"data", "not ours", "priority", "1"},
+			"gm-bad-pri":         {"data", "p", "priority", "9"},
+			"gm-withwhen-w":      {"data", "w", "priority", "1", "when", "1700000000"},
+		} {
+			if err := c.HSet(ctx, k, v...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Set(ctx, "gm-string-key", "not a hash", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s := redisOpen(t, addr, "gm")
+		want := []engine.Record{
+			{Function: []byte("reverse"), Unique: []byte("u1"), Priority: engine.High, Data: []byte("abc")},
+			{Function: []byte("f"), Unique: []byte("n-with-dashes"), Priority: engine.Low, Data: []byte{0, 0xff}},
+			{Function: []byte("empty"), Unique: []byte{}, Priority: engine.Normal, Data: []byte{}},
+			{Function: []byte("bad"), Unique: []byte("pri"), Priority: engine.Normal, Data: []byte("p")},
+			{Function: []byte("withwhen"), Unique: []byte("w"), Priority: engine.Normal, Data: []byte("w"), When: 1700000000},
+		}
+		netWantExactly(t, netReplay(t, s), want)
+		// A Remove by the replayed key deletes gearmand's hash.
+		s.Remove([]byte("reverse"), []byte("u1"))
+		s.Close()
+		if n, err := c.Exists(ctx, "gm-reverse-u1").Result(); err != nil || n != 0 {
+			t.Errorf("gearmand's key after Remove: exists=%d %v", n, err)
+		}
+	})
+
+	t.Run("DashKeysDistinct", func(t *testing.T) {
+		s := redisOpen(t, addr, "dash")
+		rs := []engine.Record{
+			{Function: []byte("a-b"), Unique: []byte("c"), Priority: engine.Normal, Data: []byte("1")},
+			{Function: []byte("a"), Unique: []byte("b-c"), Priority: engine.Normal, Data: []byte("2")},
+			{Function: []byte("a-b-c"), Unique: []byte(""), Priority: engine.Normal, Data: []byte("3")},
+			{Function: []byte("a%2Db"), Unique: []byte("c"), Priority: engine.Normal, Data: []byte("4")},
+			{Function: []byte("a"), Unique: []byte("b%2Dc"), Priority: engine.Normal, Data: []byte("5")},
+		}
+		netAck(t, s, rs)
+		s.Close()
+		s = redisOpen(t, addr, "dash")
+		defer s.Close()
+		netWantExactly(t, netReplay(t, s), rs)
+	})
+
+	t.Run("Concurrent", func(t *testing.T) { netConcurrent(t, opener("conc")) })
+	t.Run("AddRemove", func(t *testing.T) { netAddRemove(t, opener("addremove")) })
+	t.Run("AfterClose", func(t *testing.T) { netAfterClose(t, redisOpen(t, addr, "closed")) })
+
+	t.Run("BadOpen", func(t *testing.T) {
+		t0 := time.Now()
+		if _, err := OpenRedis(fmt.Sprintf("127.0.0.1:%d", queuetest.FreePort(t)), "", "", zerolog.Nop()); err == nil {
+			t.Errorf("open of a server that is not there succeeded")
+		} else if time.Since(t0) > netAttempt+time.Second {
+			t.Errorf("open failed after %v", time.Since(t0))
+		}
+	})
+}
+
+func TestRedisRestart(t *testing.T) {
+	srv := newRedis(t)
+	// SIGKILL: a crash of Redis; the fsync'ed AOF keeps what was acknowledged.
+	netRestart(t, func() engine.Store { return redisOpen(t, srv.addr, "") },
+		func() { srv.stop(syscall.SIGKILL) }, srv.start)
+}
+
+func TestRedisStall(t *testing.T) {
+	srv := newRedis(t)
+	netStall(t, func() engine.Store { return redisOpen(t, srv.addr, "") },
+		func() { srv.signal(syscall.SIGSTOP) }, func() { srv.signal(syscall.SIGCONT) })
+}
+
+func TestRedisCrash(t *testing.T) {
+	if addr, child := netCrashChildArgs("redis"); child {
+		netCrashChild(redisOpen(t, addr, "crash"))
+		return
+	}
+	addr := startRedis(t)
+	netCrash(t, "redis", addr, "TestRedisCrash", func() engine.Store { return redisOpen(t, addr, "crash") })
+}
+
+// BenchmarkRedisAdd: acknowledged Adds per second, many in flight, with
+// an fsync per transaction (appendfsync always).
+func BenchmarkRedisAdd(b *testing.B) {
+	addr := startRedis(b)
+	s := redisOpen(b, addr, "bench")
+	defer s.Close()
+	netBenchAdd(b, s)
+}
