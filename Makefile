@@ -58,5 +58,5 @@ bench-compare: build ## gearshard vs Debian's gearmand, standard scenarios, into
 	@{ echo; echo '## Go benchmarks: engine hot path and shard scaling'; echo; \
 	   echo 'Reproduce: `go test -run ^$$ -bench . -benchmem ./engine/ ./wire/`'; echo; echo '```'; \
 	   $(GO) test -run '^$$' -bench 'JobCycle|ShardsParallel|AdminStatus|Decode|Append' -benchmem -count 3 ./engine/ ./wire/ | grep -E '^(Benchmark|cpu|goos)'; \
-	   echo '```'; cat bench/limits.md; } >> bench/RESULTS.md
+	   echo '```'; cat bench/limits.md bench/persist.md; } >> bench/RESULTS.md
 	@echo "wrote bench/RESULTS.md"

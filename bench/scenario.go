@@ -26,6 +26,7 @@ type Config struct {
 	Duration time.Duration // how long to run (fg, bg, status)
 	Jobs     int64         // fg/bg: stop after this many jobs instead; drain/submit-only/status: jobs queued first
 	PID      int           // the server's process, for CPU and memory figures; 0 = unknown
+	Uniques  bool          // background jobs carry a unique key each, as libgearman's UUIDs
 	Label    string        // names the server in reports
 	Progress io.Writer     // live progress line; nil = quiet
 }
@@ -341,13 +342,18 @@ func submitBG(cfg Config, jobs int64, fn func(seq uint64) []byte, created *atomi
 			for i := range buf {
 				buf[i] = 'x'
 			}
+			var ubuf [24]byte
 			outstanding := 0
 			submit := func() {
 				n := next.Add(1)
 				if n > jobs {
 					return
 				}
-				c.send(wire.SubmitJobBG, fn(uint64(n)), nil, payload(buf, uint64(n)))
+				var unique []byte
+				if cfg.Uniques {
+					unique = strconv.AppendInt(append(ubuf[:0], 'u'), n, 10)
+				}
+				c.send(wire.SubmitJobBG, fn(uint64(n)), unique, payload(buf, uint64(n)))
 				outstanding++
 			}
 			for i := 0; i < max(cfg.InFlight, 1); i++ {

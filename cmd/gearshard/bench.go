@@ -28,6 +28,7 @@ type BenchCmd struct {
 	Duration time.Duration `short:"d" default:"10s" help:"How long to run (fg, bg, status)."`
 	Jobs     int64         `short:"n" default:"0" help:"fg/bg: stop after this many jobs; drain, submit-only, status: jobs to queue (default 1000000)."`
 	PID      int           `help:"The server's PID, for its CPU per job and memory per queued job (local servers)."`
+	Uniques  bool          `help:"Give every background job its own unique key, as libgearman does."`
 	JSON     bool          `help:"Print results as JSON."`
 	Compare  []string      `help:"Two targets to compare, each label=COMMAND (started per round, {port} = a free port) or label@host:port[/pid]; the first is the baseline."`
 	Rounds   int           `default:"3" help:"Rounds of A B alternation with --compare."`
@@ -43,7 +44,7 @@ func (c *BenchCmd) Run(std *stdio) error {
 	}
 	cfg := bench.Config{
 		Clients: c.Clients, InFlight: c.InFlight, Workers: c.Workers, Size: c.Size, Funcs: c.Funcs,
-		Duration: c.Duration, Jobs: c.Jobs, PID: c.PID,
+		Duration: c.Duration, Jobs: c.Jobs, PID: c.PID, Uniques: c.Uniques,
 	}
 	if f, ok := std.Err.(*os.File); ok && !c.JSON && isatty.IsTerminal(f.Fd()) {
 		cfg.Progress = f
