@@ -20,7 +20,9 @@ type storeAt func(t *testing.T) (open func(t *testing.T) engine.Store)
 
 // testStore runs the behaviour every engine.Store must have against a real
 // backend: round trip of any bytes, concurrent Adds, call order, flush on
-// Close.
+// Close. TestSQLiteConformance, TestPostgres and TestRedis run it; the
+// helpers below (addAll, addWait, replayAll, wantSet, sameRecord) are the
+// ones every store test uses.
 func testStore(t *testing.T, fresh storeAt) {
 	t.Run("Empty", func(t *testing.T) {
 		open := fresh(t)
@@ -39,22 +41,20 @@ func testStore(t *testing.T, fresh storeAt) {
 		open := fresh(t)
 		s := open(t)
 		closeStore(t, s)
-		errc := make(chan error, 1)
-		s.Add(engine.Record{Function: []byte("f"), Unique: []byte("u"), Priority: engine.Normal}, func(err error) { errc <- err })
-		select {
-		case err := <-errc:
-			if err == nil {
-				t.Errorf("Add after Close acknowledged")
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("Add after Close never called done")
+		if err := addWait(t, s, engine.Record{Function: []byte("f"), Unique: []byte("u"), Priority: engine.Normal}, 5*time.Second); err == nil {
+			t.Errorf("Add after Close acknowledged")
 		}
 		s.Remove([]byte("f"), []byte("u")) // must not panic or block
+		if err := s.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
 	})
 }
 
 // sampleRecords covers keys and data of any bytes, all priorities and run-at
-// times.
+// times, within the limits of every store: PostgreSQL's VARCHAR(64) unique,
+// VARCHAR(255) function and INTEGER run-at time (TestSQLiteWideWhen has one
+// past 2038).
 func sampleRecords() []engine.Record {
 	made := func(n uint64) []byte { // a key as the engine makes up for an empty unique
 		return fmt.Appendf([]byte(engine.StoredUniquePrefix), "%016x", n|1<<63)
@@ -67,15 +67,20 @@ func sampleRecords() []engine.Record {
 		{Function: []byte("a-b"), Unique: []byte("c"), Priority: engine.Low, Data: []byte("")},
 		{Function: []byte("a"), Unique: []byte("b-c"), Priority: engine.Low, Data: nil},
 		{Function: []byte("fn\xff\xfe"), Unique: []byte("\xff\x80 raw \x01\x7f"), Priority: engine.High, Data: []byte{0, 0, 0}},
-		{Function: []byte("quote'\"`;--"), Unique: []byte("') DROP TABLE x; --"), Priority: engine.Normal, Data: []byte("q")},
+		{Function: []byte("quote'\"`;--"), Unique: []byte("') DROP TABLE queue; --"), Priority: engine.Normal, Data: []byte("q")},
 		{Function: []byte("ünïcödé"), Unique: []byte("日本"), Priority: engine.Normal, Data: []byte("u"), When: 1},
-		{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Normal, Data: []byte("later"), When: 4102444800},
+		{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Normal, Data: []byte("later"), When: 2000000000},
 		{Function: []byte("epoch"), Unique: []byte("e2"), Priority: engine.Low, Data: []byte("past"), When: 1000000000},
 		{Function: []byte("same"), Unique: []byte("k"), Priority: engine.Normal, Data: []byte("1")},
 		{Function: []byte("same2"), Unique: []byte("k"), Priority: engine.Normal, Data: []byte("2")}, // same unique, other function
 		{Function: []byte("big"), Unique: []byte("big"), Priority: engine.Normal, Data: big},
 		{Function: []byte("sp ace"), Unique: []byte(" "), Priority: engine.High, Data: []byte("\n")},
 		{Function: []byte("long"), Unique: bytes.Repeat([]byte{'u', 0xff}, 32), Priority: engine.Normal, Data: []byte("L")},
+		{Function: []byte("pct%2D"), Unique: []byte("%25-%"), Priority: engine.Normal, Data: []byte("escapes")},
+		{Function: []byte("bin"), Unique: []byte("\xff\xfe\x00\x01 raw"), Priority: engine.High, Data: []byte{0, 0, 0, 0xff}},
+		{Function: []byte("bin\x00fn\xc3"), Unique: []byte("\xf4\x8f\xb8\x80 looks escaped \U0010FE41"), Priority: engine.Normal, Data: []byte("e")},
+		{Function: []byte("with-dash-es"), Unique: []byte("with-dash-es"), Priority: engine.High, Data: []byte("-")},
+		{Function: bytes.Repeat([]byte{0xff}, 255), Unique: bytes.Repeat([]byte{0xfe}, 64), Priority: engine.Normal, Data: []byte("longest keys")},
 	}
 	return rs
 }
@@ -273,7 +278,7 @@ func testCloseFlushes(t *testing.T, open func(t *testing.T) engine.Store) {
 }
 
 // addAll adds rs and waits until each is acknowledged without error.
-func addAll(t *testing.T, s engine.Store, rs []engine.Record) {
+func addAll(t testing.TB, s engine.Store, rs []engine.Record) {
 	t.Helper()
 	errc := make(chan error, len(rs))
 	for _, r := range rs {
@@ -292,7 +297,22 @@ func addAll(t *testing.T, s engine.Store, rs []engine.Record) {
 	}
 }
 
-func closeStore(t *testing.T, s engine.Store) {
+// addWait adds r and returns done's error, failing the test when done is
+// not called within limit.
+func addWait(t testing.TB, s engine.Store, r engine.Record, limit time.Duration) error {
+	t.Helper()
+	errc := make(chan error, 1)
+	s.Add(r, func(err error) { errc <- err })
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(limit):
+		t.Fatalf("Add of %q/%q: done not called in %v", r.Function, r.Unique, limit)
+		return nil
+	}
+}
+
+func closeStore(t testing.TB, s engine.Store) {
 	t.Helper()
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -305,7 +325,7 @@ func recKey(function, unique []byte) string {
 
 // replayAll returns the replayed records by key, copied out of fn, and
 // fails on a key replayed twice.
-func replayAll(t *testing.T, s engine.Store) map[string]engine.Record {
+func replayAll(t testing.TB, s engine.Store) map[string]engine.Record {
 	t.Helper()
 	got := map[string]engine.Record{}
 	err := s.Replay(func(r engine.Record) {
@@ -325,23 +345,17 @@ func replayAll(t *testing.T, s engine.Store) map[string]engine.Record {
 }
 
 // wantSet fails unless got holds exactly want (nil and empty data alike).
-func wantSet(t *testing.T, got map[string]engine.Record, want []engine.Record) {
+func wantSet(t testing.TB, got map[string]engine.Record, want []engine.Record) {
 	t.Helper()
 	var problems []string
 	seen := map[string]bool{}
 	for _, w := range want {
 		k := recKey(w.Function, w.Unique)
 		seen[k] = true
-		g, ok := got[k]
-		switch {
-		case !ok:
+		if g, ok := got[k]; !ok {
 			problems = append(problems, fmt.Sprintf("missing %q/%q", w.Function, w.Unique))
-		case !bytes.Equal(g.Function, w.Function) || !bytes.Equal(g.Unique, w.Unique):
-			problems = append(problems, fmt.Sprintf("key %q/%q replayed as %q/%q", w.Function, w.Unique, g.Function, g.Unique))
-		case !bytes.Equal(g.Data, w.Data):
-			problems = append(problems, fmt.Sprintf("%q/%q: data %q, want %q", w.Function, w.Unique, trunc(g.Data), trunc(w.Data)))
-		case g.Priority != w.Priority || g.When != w.When:
-			problems = append(problems, fmt.Sprintf("%q/%q: priority %d when %d, want %d %d", w.Function, w.Unique, g.Priority, g.When, w.Priority, w.When))
+		} else if p := sameRecord(g, w); p != "" {
+			problems = append(problems, p)
 		}
 	}
 	for k, g := range got {
@@ -356,6 +370,20 @@ func wantSet(t *testing.T, got map[string]engine.Record, want []engine.Record) {
 		}
 		t.Fatalf("replay differs (%d records, want %d):\n%s", len(got), len(want), strings.Join(problems, "\n"))
 	}
+}
+
+// sameRecord reports how the replayed g differs from w ("" when it does
+// not; nil and empty data alike).
+func sameRecord(g, w engine.Record) string {
+	switch {
+	case !bytes.Equal(g.Function, w.Function) || !bytes.Equal(g.Unique, w.Unique):
+		return fmt.Sprintf("key %q/%q replayed as %q/%q", w.Function, w.Unique, g.Function, g.Unique)
+	case !bytes.Equal(g.Data, w.Data):
+		return fmt.Sprintf("%q/%q: data %q (%d bytes), want %q (%d bytes)", w.Function, w.Unique, trunc(g.Data), len(g.Data), trunc(w.Data), len(w.Data))
+	case g.Priority != w.Priority || g.When != w.When:
+		return fmt.Sprintf("%q/%q: priority %d when %d, want %d %d", w.Function, w.Unique, g.Priority, g.When, w.Priority, w.When)
+	}
+	return ""
 }
 
 func trunc(b []byte) []byte {

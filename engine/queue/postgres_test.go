@@ -97,24 +97,21 @@ func TestPostgresValidTable(t *testing.T) {
 // a table of its own.
 func TestPostgres(t *testing.T) {
 	conninfo := startPostgres(t)
-	opener := func(table string) func() engine.Store {
-		return func() engine.Store { return pgOpen(t, conninfo, table) }
-	}
+	tables := 0
+	testStore(t, func(t *testing.T) func(t *testing.T) engine.Store {
+		tables++
+		table := fmt.Sprintf("conformance%d", tables)
+		return func(t *testing.T) engine.Store { return pgOpen(t, conninfo, table) }
+	})
 
-	t.Run("RoundTrip", func(t *testing.T) {
+	t.Run("DefaultTable", func(t *testing.T) {
 		s := pgOpen(t, conninfo, "") // gearmand's default table, queue
-		rs := netAwkward()
-		netAck(t, s, rs)
-		s.Remove(rs[1].Function, rs[1].Unique)
-		s.Remove(bytes.Clone(rs[4].Function), bytes.Clone(rs[4].Unique))
-		want := append(append([]engine.Record{rs[0]}, rs[2:4]...), rs[5:]...)
-		if err := s.Close(); err != nil {
-			t.Fatalf("Close: %v", err)
-		}
+		r := engine.Record{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Low, Data: []byte("later"), When: 2000000000}
+		addAll(t, s, []engine.Record{r})
+		closeStore(t, s)
 		s = pgOpen(t, conninfo, "queue")
-		defer s.Close()
-		netWantExactly(t, netReplay(t, s), want)
-		netWantExactly(t, netReplay(t, s), want)
+		defer closeStore(t, s)
+		wantSet(t, replayAll(t, s), []engine.Record{r})
 
 		// Plain keys are stored as they are: gearmand reads these rows.
 		ctx := context.Background()
@@ -144,19 +141,15 @@ func TestPostgres(t *testing.T) {
 			{Function: []byte("empty"), Unique: []byte{}, Priority: engine.Low, Data: []byte{0, 0xff}, When: 1700000000},
 			{Function: []byte("f-n"), Unique: []byte("u-3"), Priority: engine.Normal, Data: []byte{}},
 		}
-		netWantExactly(t, netReplay(t, s), want)
+		wantSet(t, replayAll(t, s), want)
 		s.Remove([]byte("reverse"), []byte("u1"))
-		netAck(t, s, []engine.Record{{Function: []byte("f-n"), Unique: []byte("u-3"), Priority: engine.High, Data: []byte("new")}})
-		s.Close()
+		addAll(t, s, []engine.Record{{Function: []byte("f-n"), Unique: []byte("u-3"), Priority: engine.High, Data: []byte("new")}})
+		closeStore(t, s)
 		s = pgOpen(t, conninfo, "gm")
-		defer s.Close()
-		netWantExactly(t, netReplay(t, s), []engine.Record{want[1],
+		defer closeStore(t, s)
+		wantSet(t, replayAll(t, s), []engine.Record{want[1],
 			{Function: []byte("f-n"), Unique: []byte("u-3"), Priority: engine.High, Data: []byte("new")}})
 	})
-
-	t.Run("Concurrent", func(t *testing.T) { netConcurrent(t, opener("conc")) })
-	t.Run("AddRemove", func(t *testing.T) { netAddRemove(t, opener("addremove")) })
-	t.Run("AfterClose", func(t *testing.T) { netAfterClose(t, pgOpen(t, conninfo, "closed")) })
 
 	t.Run("Limits", func(t *testing.T) {
 		s := pgOpen(t, conninfo, "limits")
@@ -166,12 +159,12 @@ func TestPostgres(t *testing.T) {
 			{Function: []byte("f"), Unique: bytes.Repeat([]byte("u"), 65)},
 			{Function: []byte("f"), Unique: []byte("u"), When: 1 << 40},
 		} {
-			err := netAddWait(t, s, r, 5*time.Second)
+			err := addWait(t, s, r, 5*time.Second)
 			if err == nil || !strings.Contains(err.Error(), "postgres queue") {
 				t.Errorf("Add of %d-byte function, %d-byte unique, when %d: %v", len(r.Function), len(r.Unique), r.When, err)
 			}
 		}
-		if err := netAddWait(t, s, engine.Record{Function: bytes.Repeat([]byte("ü"), 127), Unique: bytes.Repeat([]byte("\x00"), 64)}, 10*time.Second); err != nil {
+		if err := addWait(t, s, engine.Record{Function: bytes.Repeat([]byte("ü"), 127), Unique: bytes.Repeat([]byte("\x00"), 64)}, 10*time.Second); err != nil {
 			t.Errorf("254-byte function, 64-byte unique: %v", err)
 		}
 	})

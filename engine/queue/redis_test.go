@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"syscall"
@@ -52,35 +51,32 @@ func TestRedisKey(t *testing.T) {
 // prefix of its own.
 func TestRedis(t *testing.T) {
 	addr := startRedis(t)
-	opener := func(prefix string) func() engine.Store {
-		return func() engine.Store { return redisOpen(t, addr, prefix) }
-	}
-
 	cfg, err := redisClient(t, addr).ConfigGet(context.Background(), "append*").Result()
 	if err != nil || cfg["appendonly"] != "yes" || cfg["appendfsync"] != "always" {
 		t.Fatalf("test server not fsyncing every write: %v %v", cfg, err)
 	}
 
-	t.Run("RoundTrip", func(t *testing.T) {
+	prefixes := 0
+	testStore(t, func(t *testing.T) func(t *testing.T) engine.Store {
+		prefixes++
+		prefix := fmt.Sprintf("conformance%d", prefixes)
+		return func(t *testing.T) engine.Store { return redisOpen(t, addr, prefix) }
+	})
+
+	t.Run("DefaultPrefix", func(t *testing.T) {
 		s := redisOpen(t, addr, "") // gearmand's default prefix, _gear_
-		rs := netAwkward()
-		netAck(t, s, rs)
-		s.Remove(rs[1].Function, rs[1].Unique)
-		s.Remove(bytes.Clone(rs[4].Function), bytes.Clone(rs[4].Unique))
-		want := append(append([]engine.Record{rs[0]}, rs[2:4]...), rs[5:]...)
-		if err := s.Close(); err != nil {
-			t.Fatalf("Close: %v", err)
-		}
+		r := engine.Record{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Low, Data: []byte("later"), When: 2000000000}
+		addAll(t, s, []engine.Record{r})
+		closeStore(t, s)
 		s = redisOpen(t, addr, "_gear_")
-		netWantExactly(t, netReplay(t, s), want)
-		netWantExactly(t, netReplay(t, s), want)
+		defer closeStore(t, s)
+		wantSet(t, replayAll(t, s), []engine.Record{r})
 
 		// gearmand's fields, at gearmand's key for a key without '-'.
 		h, err := redisClient(t, addr).HGetAll(context.Background(), "_gear_-epoch-e1").Result()
 		if err != nil || h["data"] != "later" || h["priority"] != "2" || h["when"] != "2000000000" {
 			t.Errorf("hash as gearmand sees it: %q, %v", h, err)
 		}
-		s.Close()
 	})
 
 	t.Run("GearmandKeys", func(t *testing.T) {
@@ -112,10 +108,10 @@ func TestRedis(t *testing.T) {
 			{Function: []byte("bad"), Unique: []byte("pri"), Priority: engine.Normal, Data: []byte("p")},
 			{Function: []byte("withwhen"), Unique: []byte("w"), Priority: engine.Normal, Data: []byte("w"), When: 1700000000},
 		}
-		netWantExactly(t, netReplay(t, s), want)
+		wantSet(t, replayAll(t, s), want)
 		// A Remove by the replayed key deletes gearmand's hash.
 		s.Remove([]byte("reverse"), []byte("u1"))
-		s.Close()
+		closeStore(t, s)
 		if n, err := c.Exists(ctx, "gm-reverse-u1").Result(); err != nil || n != 0 {
 			t.Errorf("gearmand's key after Remove: exists=%d %v", n, err)
 		}
@@ -130,16 +126,12 @@ func TestRedis(t *testing.T) {
 			{Function: []byte("a%2Db"), Unique: []byte("c"), Priority: engine.Normal, Data: []byte("4")},
 			{Function: []byte("a"), Unique: []byte("b%2Dc"), Priority: engine.Normal, Data: []byte("5")},
 		}
-		netAck(t, s, rs)
-		s.Close()
+		addAll(t, s, rs)
+		closeStore(t, s)
 		s = redisOpen(t, addr, "dash")
-		defer s.Close()
-		netWantExactly(t, netReplay(t, s), rs)
+		defer closeStore(t, s)
+		wantSet(t, replayAll(t, s), rs)
 	})
-
-	t.Run("Concurrent", func(t *testing.T) { netConcurrent(t, opener("conc")) })
-	t.Run("AddRemove", func(t *testing.T) { netAddRemove(t, opener("addremove")) })
-	t.Run("AfterClose", func(t *testing.T) { netAfterClose(t, redisOpen(t, addr, "closed")) })
 
 	t.Run("BadOpen", func(t *testing.T) {
 		t0 := time.Now()

@@ -3,12 +3,10 @@ package queue
 import (
 	"bufio"
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,236 +54,9 @@ func (s *redisServer) start()                    { s.Start() }
 func (s *redisServer) stop(sig syscall.Signal)   { s.Stop(sig) }
 func (s *redisServer) signal(sig syscall.Signal) { s.Signal(sig) }
 
-// Helpers the PostgreSQL and Redis tests share (conformance_test.go has
-// the generic ones).
-
-func netRecKey(function, unique []byte) string {
-	return hex.EncodeToString(function) + "/" + hex.EncodeToString(unique)
-}
-
-// netAck adds rs and fails unless each is acknowledged without error.
-func netAck(t testing.TB, s engine.Store, rs []engine.Record) {
-	t.Helper()
-	errc := make(chan error, len(rs))
-	for _, r := range rs {
-		s.Add(r, func(err error) { errc <- err })
-	}
-	deadline := time.After(30 * time.Second)
-	for range rs {
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Fatalf("Add: %v", err)
-			}
-		case <-deadline:
-			t.Fatalf("Adds not acknowledged in 30 s")
-		}
-	}
-}
-
-// netAddWait adds r and returns done's error, failing the test when done
-// is not called within limit.
-func netAddWait(t testing.TB, s engine.Store, r engine.Record, limit time.Duration) error {
-	t.Helper()
-	errc := make(chan error, 1)
-	s.Add(r, func(err error) { errc <- err })
-	select {
-	case err := <-errc:
-		return err
-	case <-time.After(limit):
-		t.Fatalf("Add of %q/%q: done not called in %v", r.Function, r.Unique, limit)
-		return nil
-	}
-}
-
-// netReplay returns the replayed records by netRecKey, copied.
-func netReplay(t testing.TB, s engine.Store) map[string]engine.Record {
-	t.Helper()
-	got := map[string]engine.Record{}
-	err := s.Replay(func(r engine.Record) {
-		k := netRecKey(r.Function, r.Unique)
-		if _, dup := got[k]; dup {
-			t.Errorf("replayed twice: %q/%q", r.Function, r.Unique)
-		}
-		got[k] = engine.Record{Function: bytes.Clone(r.Function), Unique: bytes.Clone(r.Unique),
-			Priority: r.Priority, Data: bytes.Clone(r.Data), When: r.When}
-	})
-	if err != nil {
-		t.Fatalf("Replay: %v", err)
-	}
-	return got
-}
-
-// netSameRecord reports how g differs from w ("" when it does not).
-func netSameRecord(g, w engine.Record) string {
-	switch {
-	case !bytes.Equal(g.Function, w.Function) || !bytes.Equal(g.Unique, w.Unique):
-		return fmt.Sprintf("key %q/%q replayed as %q/%q", w.Function, w.Unique, g.Function, g.Unique)
-	case !bytes.Equal(g.Data, w.Data):
-		d := g.Data
-		if len(d) > 40 {
-			d = d[:40]
-		}
-		return fmt.Sprintf("%q/%q: data %q (%d bytes), want %d bytes", w.Function, w.Unique, d, len(g.Data), len(w.Data))
-	case g.Priority != w.Priority || g.When != w.When:
-		return fmt.Sprintf("%q/%q: priority %d when %d, want %d %d", w.Function, w.Unique, g.Priority, g.When, w.Priority, w.When)
-	}
-	return ""
-}
-
-// netWantExactly fails unless got holds exactly want.
-func netWantExactly(t testing.TB, got map[string]engine.Record, want []engine.Record) {
-	t.Helper()
-	var problems []string
-	seen := map[string]bool{}
-	for _, w := range want {
-		k := netRecKey(w.Function, w.Unique)
-		seen[k] = true
-		if g, ok := got[k]; !ok {
-			problems = append(problems, fmt.Sprintf("missing %q/%q", w.Function, w.Unique))
-		} else if p := netSameRecord(g, w); p != "" {
-			problems = append(problems, p)
-		}
-	}
-	for k, g := range got {
-		if !seen[k] {
-			problems = append(problems, fmt.Sprintf("unexpected %q/%q", g.Function, g.Unique))
-		}
-	}
-	if len(problems) > 0 {
-		sort.Strings(problems)
-		if len(problems) > 20 {
-			problems = append(problems[:20], fmt.Sprintf("... %d more", len(problems)-20))
-		}
-		t.Fatalf("replay differs (%d records, want %d):\n%s", len(got), len(want), strings.Join(problems, "\n"))
-	}
-}
-
-// netAwkward are records with keys and data of awkward bytes, every
-// priority and run-at times.
-func netAwkward() []engine.Record {
-	return []engine.Record{
-		{Function: []byte("reverse"), Unique: []byte("plain"), Priority: engine.Normal, Data: []byte("hello")},
-		{Function: []byte("reverse"), Unique: []byte("gs~8000000000000001"), Priority: engine.Normal, Data: []byte("made-up key")},
-		{Function: []byte("reverse"), Unique: []byte("with-dash-es"), Priority: engine.High, Data: []byte("x\x00y\x00")},
-		{Function: []byte("fn-with-dash"), Unique: []byte("u"), Priority: engine.Low, Data: []byte{}},
-		{Function: []byte("a-b"), Unique: []byte("c"), Priority: engine.Low, Data: []byte("ab/c")},
-		{Function: []byte("a"), Unique: []byte("b-c"), Priority: engine.High, Data: []byte("a/bc")},
-		{Function: []byte("pct%2D"), Unique: []byte("%25-%"), Priority: engine.Normal, Data: []byte("escapes")},
-		{Function: []byte("bin"), Unique: []byte("\xff\xfe\x00\x01 raw"), Priority: engine.High, Data: []byte{0, 0, 0, 0xff}},
-		{Function: []byte("bin\x00fn\xc3"), Unique: []byte("\xf4\x8f\xb8\x80 looks escaped \U0010FE41"), Priority: engine.Normal, Data: []byte("e")},
-		{Function: []byte("ünïcödé"), Unique: []byte("日本"), Priority: engine.Normal, Data: []byte("u"), When: 1},
-		{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Low, Data: []byte("later"), When: 2000000000},
-		{Function: []byte("quote'\"`;--"), Unique: []byte("') DROP TABLE queue; --"), Priority: engine.Normal, Data: []byte("q")},
-		{Function: bytes.Repeat([]byte{0xff}, 255), Unique: bytes.Repeat([]byte{0xfe}, 64), Priority: engine.Normal, Data: []byte("longest keys")},
-		{Function: []byte("big"), Unique: []byte("big"), Priority: engine.Normal, Data: bytes.Repeat([]byte("0123456789\x00\xff"), 1<<16)},
-	}
-}
-
-// netConcurrent adds 10,000 records from 8 goroutines at once and checks
-// that each is acknowledged, and replayed after reopening.
-func netConcurrent(t *testing.T, open func() engine.Store) {
-	s := open()
-	const goroutines, each = 8, 1250
-	var wg, acked sync.WaitGroup
-	var mu sync.Mutex
-	var failed []error
-	acked.Add(goroutines * each)
-	var want []engine.Record
-	for g := range goroutines {
-		for i := range each {
-			want = append(want, engine.Record{
-				Function: fmt.Appendf(nil, "fn%d", i%7), Unique: fmt.Appendf(nil, "g%d-%d", g, i),
-				Priority: engine.Priority(i % 3), Data: fmt.Appendf(nil, "data %d %d", g, i), When: int64(i),
-			})
-		}
-	}
-	for g := range goroutines {
-		wg.Go(func() {
-			for _, r := range want[g*each : (g+1)*each] {
-				s.Add(r, func(err error) {
-					if err != nil {
-						mu.Lock()
-						failed = append(failed, err)
-						mu.Unlock()
-					}
-					acked.Done()
-				})
-			}
-		})
-	}
-	wg.Wait()
-	done := make(chan struct{})
-	go func() { acked.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("not every Add acknowledged in 60 s")
-	}
-	if len(failed) > 0 {
-		t.Fatalf("%d Adds failed, first: %v", len(failed), failed[0])
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	s = open()
-	defer s.Close()
-	netWantExactly(t, netReplay(t, s), want)
-}
-
-// netAddRemove: an Add and a Remove of the same key, in one batch or in
-// two, leave nothing; a Remove and then an Add leave the record.
-func netAddRemove(t *testing.T, open func() engine.Store) {
-	s := open()
-	rec := func(u string) engine.Record {
-		return engine.Record{Function: []byte("ar"), Unique: []byte(u), Priority: engine.Normal, Data: []byte(u)}
-	}
-	var acked sync.WaitGroup
-	add := func(r engine.Record) {
-		acked.Add(1)
-		s.Add(r, func(err error) {
-			if err != nil {
-				t.Errorf("Add %s: %v", r.Unique, err)
-			}
-			acked.Done()
-		})
-	}
-	for i := range 100 {
-		u := fmt.Sprintf("gone-%d", i)
-		add(rec(u))
-		s.Remove([]byte("ar"), []byte(u)) // before the Add is acknowledged
-	}
-	add(rec("back"))
-	s.Remove([]byte("ar"), []byte("back"))
-	add(rec("back"))
-	add(rec("later"))
-	acked.Wait()
-	netAck(t, s, []engine.Record{rec("acked-then-removed")})
-	s.Remove([]byte("ar"), []byte("acked-then-removed"))
-	s.Remove([]byte("ar"), []byte("later"))
-	s.Remove([]byte("never"), []byte("added"))
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	s = open()
-	defer s.Close()
-	netWantExactly(t, netReplay(t, s), []engine.Record{rec("back")})
-}
-
-// netAfterClose: an Add after Close fails (from another goroutine), a
-// Remove is ignored.
-func netAfterClose(t *testing.T, s engine.Store) {
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := netAddWait(t, s, engine.Record{Function: []byte("f"), Unique: []byte("u")}, 5*time.Second); err == nil {
-		t.Fatalf("Add after Close acknowledged")
-	}
-	s.Remove([]byte("f"), []byte("u"))
-	if err := s.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-}
+// What only the PostgreSQL and Redis stores have (a server that can go
+// away or freeze); the generic suite and its helpers are in
+// conformance_test.go.
 
 // netRestart: with the server stopped, Adds fail within the bound; once it
 // is back the store reconnects by itself, Removes that failed meanwhile
@@ -299,12 +70,12 @@ func netRestart(t *testing.T, open func() engine.Store, stop, start func()) {
 	for i := range 100 {
 		acked = append(acked, rec("before", i))
 	}
-	netAck(t, s, acked)
+	addAll(t, s, acked)
 
 	stop()
 	for i := range 10 {
 		t0 := time.Now()
-		err := netAddWait(t, s, rec("down", i), 2*netAttempt+2*time.Second)
+		err := addWait(t, s, rec("down", i), 2*netAttempt+2*time.Second)
 		if err == nil {
 			t.Fatalf("Add acknowledged with the server down")
 		}
@@ -324,7 +95,7 @@ func netRestart(t *testing.T, open func() engine.Store, stop, start func()) {
 	t0 := time.Now()
 	for i := 0; ; i++ {
 		r := rec("probe", i)
-		if err := netAddWait(t, s, r, 2*netAttempt+2*time.Second); err == nil {
+		if err := addWait(t, s, r, 2*netAttempt+2*time.Second); err == nil {
 			acked = append(acked, r)
 			break
 		} else if time.Since(t0) > 20*time.Second {
@@ -337,14 +108,12 @@ func netRestart(t *testing.T, open func() engine.Store, stop, start func()) {
 	for i := range 100 {
 		after = append(after, rec("after", i))
 	}
-	netAck(t, s, after)
+	addAll(t, s, after)
 	acked = append(acked, after...)
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
+	closeStore(t, s)
 	s = open()
 	defer s.Close()
-	netWantExactly(t, netReplay(t, s), acked)
+	wantSet(t, replayAll(t, s), acked)
 }
 
 // netStall: with the server frozen (SIGSTOP: connections open, no
@@ -361,7 +130,7 @@ func netStall(t *testing.T, open func() engine.Store, freeze, thaw func()) {
 	for i := range 10 {
 		acked = append(acked, rec("before", i))
 	}
-	netAck(t, s, acked)
+	addAll(t, s, acked)
 	freeze()
 	thawed := false
 	defer func() {
@@ -418,7 +187,7 @@ func netStall(t *testing.T, open func() engine.Store, freeze, thaw func()) {
 	t0 = time.Now()
 	for i := 0; ; i++ {
 		r := rec("after", i)
-		if err := netAddWait(t, s, r, 2*netAttempt+2*time.Second); err == nil {
+		if err := addWait(t, s, r, 2*netAttempt+2*time.Second); err == nil {
 			acked = append(acked, r)
 			break
 		} else if time.Since(t0) > 20*time.Second {
@@ -433,11 +202,11 @@ func netStall(t *testing.T, open func() engine.Store, freeze, thaw func()) {
 			t.Fatalf("waiting Adds never done")
 		}
 	}
-	got := netReplay(t, s)
+	got := replayAll(t, s)
 	for _, w := range acked {
-		if g, ok := got[netRecKey(w.Function, w.Unique)]; !ok {
+		if g, ok := got[recKey(w.Function, w.Unique)]; !ok {
 			t.Errorf("acknowledged %q missing", w.Unique)
-		} else if p := netSameRecord(g, w); p != "" {
+		} else if p := sameRecord(g, w); p != "" {
 			t.Error(p)
 		}
 	}
@@ -533,18 +302,18 @@ func netCrash(t *testing.T, kind, addr, testName string, open func() engine.Stor
 	t.Logf("child killed after %d acknowledgements (counting those already in the pipe)", len(acked))
 	s := open()
 	defer s.Close()
-	got := netReplay(t, s)
+	got := replayAll(t, s)
 	missing := 0
 	for i := range acked {
 		w := netCrashRecord(i)
-		g, ok := got[netRecKey(w.Function, w.Unique)]
+		g, ok := got[recKey(w.Function, w.Unique)]
 		if !ok {
 			if missing++; missing <= 10 {
 				t.Errorf("acknowledged record %d not replayed", i)
 			}
 			continue
 		}
-		if p := netSameRecord(g, w); p != "" {
+		if p := sameRecord(g, w); p != "" {
 			t.Errorf("record %d: %s", i, p)
 		}
 	}

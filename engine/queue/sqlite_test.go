@@ -45,6 +45,19 @@ func TestSQLiteConformance(t *testing.T) {
 	})
 }
 
+// Run-at times past 2038 (beyond PostgreSQL's INTEGER, so not in the
+// conformance data) round trip.
+func TestSQLiteWideWhen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	s := openSQLiteT(t, path)
+	r := engine.Record{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Normal, Data: []byte("later"), When: 4102444800}
+	addAll(t, s, []engine.Record{r})
+	closeStore(t, s)
+	s = openSQLiteT(t, path)
+	defer closeStore(t, s)
+	wantSet(t, replayAll(t, s), []engine.Record{r})
+}
+
 // rawDB opens the file without the store, as another program would.
 func rawDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
