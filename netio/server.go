@@ -351,7 +351,10 @@ func (cn *conn) flush(onOwner bool) {
 	if onOwner && cn.viaGnet.Load() && cn.c.OutboundBuffered() == 0 {
 		cn.viaGnet.Store(false) // gnet has written what it held
 	}
-	handoff := cn.handoff[:0]
+	var handoff []byte
+	if onOwner {
+		handoff = cn.handoff[:0] // owner-only scratch
+	}
 	remaining, over := cn.sess.WriteOutput(func(p []byte) int {
 		n := 0
 		if !cn.viaGnet.Load() {
