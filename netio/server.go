@@ -60,6 +60,7 @@ type Server struct {
 
 	conns    atomic.Int64
 	draining atomic.Bool
+	httpOpts HTTPOptions // set before the HTTP front end serves
 }
 
 // loop is the state private to one event loop.
@@ -323,16 +324,29 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 // Event-loop only.
 func (s *Server) flush(l *loop) {
 	for _, sess := range l.turn.Dirty {
-		cn := sess.Owner.(*conn)
-		cn.flush(cn.loop == l)
+		switch o := sess.Owner.(type) {
+		case *conn:
+			o.flush(o.loop == l)
+		case sink:
+			o.flush()
+		}
 	}
 	l.turn.Reset()
 }
 
+// sink is a session fed by the engine that is not a network connection
+// of a loop (an HTTP request's job); any goroutine may flush it.
+type sink interface{ flush() }
+
 // dispatch delivers a turn produced off the event loops (engine timers).
 func (s *Server) dispatch(t *engine.Turn) {
 	for _, sess := range t.Dirty {
-		sess.Owner.(*conn).flush(false)
+		switch o := sess.Owner.(type) {
+		case *conn:
+			o.flush(false)
+		case sink:
+			o.flush()
+		}
 	}
 }
 

@@ -57,7 +57,8 @@ func TestCLIRun(t *testing.T) {
 		{args: "--worker-wakeup=-2", code: 2, stderr: "gearshard: --worker-wakeup -2: must be >= 0\n"},
 		{args: "-q mysql", code: 2, stderr: "gearshard: --queue-type \"mysql\": want builtin, libsqlite3, Postgres or redis\n"},
 		{args: "-q libsqlite3", code: 2, stderr: "gearshard: -q libsqlite3 needs --libsqlite3-db FILE\n"},
-		{args: "-r http", code: 2, stderr: "gearshard: --protocol \"http\": not available in this build\n"},
+		{args: "-r gopher", code: 2, stderr: "gearshard: --protocol \"gopher\": only http is available\n"},
+		{args: "-r http --http-port 70000", code: 2, stderr: "gearshard: --http-port 70000: must be 0..65535\n"},
 		{args: "--max-packet-size 10", code: 2, stderr: "gearshard: --max-packet-size 10: must be at least 1024\n"},
 
 		{args: "--help", code: 0, stdout: "Usage: gearshard <command>", prefix: true},
@@ -104,6 +105,7 @@ func TestCLIFlagNames(t *testing.T) {
 			RedisServer: "127.0.0.1", RedisPort: 6379, RedisPrefix: "_gear_"},
 		KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
 		HashtableBuckets: 991, MaxPacketSize: 64 << 20, MaxOutputBytes: 128 << 20,
+		HTTPPort: 8080, HTTPMaxBody: 16 << 20, HTTPMaxHeader: 16 << 10, HTTPReadTimeout: 30 * time.Second,
 	}
 	if !equalServe(def, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", def, want)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -23,29 +24,34 @@ import (
 
 // ServeCmd takes gearmand's flags under gearmand's names.
 type ServeCmd struct {
-	Port              int      `short:"p" default:"4730" env:"GEARMAND_PORT" help:"Port the server listens on."`
-	Listen            string   `short:"L" default:"" help:"Address the server listens on (default: all)."`
-	Threads           int      `short:"t" default:"0" help:"Event loops (I/O threads); 0 means one per core."`
-	Shards            int      `default:"0" help:"Job state shards; 0 means one per event loop."`
-	Backlog           int      `short:"b" default:"32" help:"Number of backlog connections for listen."`
-	JobRetries        int      `short:"j" default:"0" help:"Fail a job after this many worker losses (0 = retry forever)."`
-	RoundRobin        bool     `short:"R" help:"Accepted for gearmand compatibility: workers are always served round-robin across their functions."`
-	WorkerWakeup      int      `short:"w" default:"0" help:"Workers to wake (NOOP) per queued job; 0 wakes all."`
-	JobHandlePrefix   string   `default:"" help:"Job handle prefix (default: H:<hostname>)."`
-	Exceptions        bool     `help:"Forward WORK_EXCEPTION to every client, not only those that asked."`
-	LogFile           string   `short:"l" default:"stderr" help:"Log file, or stderr, or none."`
-	Verbose           string   `default:"ERROR" enum:"FATAL,ALERT,CRITICAL,ERROR,WARNING,NOTICE,INFO,DEBUG" help:"Log level: FATAL ALERT CRITICAL ERROR WARNING NOTICE INFO DEBUG."`
-	PidFile           string   `short:"P" default:"" help:"File to write the process ID to."`
-	FileDescriptors   int      `short:"f" default:"0" help:"Number of file descriptors to allow (setrlimit); 0 keeps the current limit."`
-	Protocol          []string `short:"r" help:"Extra protocol to load (http)."`
-	Keepalive         bool     `help:"Enable TCP keepalive on connections."`
-	KeepaliveIdle     int      `default:"-1" help:"Seconds of idleness before keepalive probes (-1: system default)."`
-	KeepaliveInterval int      `default:"-1" help:"Seconds between keepalive probes (-1: system default)."`
-	KeepaliveCount    int      `default:"-1" help:"Keepalive probes before the connection is dropped (-1: system default)."`
-	HashtableBuckets  int      `default:"991" help:"Accepted for gearmand compatibility; the job table grows as needed."`
-	MaxPacketSize     int      `default:"67108864" help:"Largest packet payload accepted, in bytes."`
-	MaxOutputBytes    int      `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
-	Version           bool     `short:"V" help:"Print the version and exit."`
+	Port              int           `short:"p" default:"4730" env:"GEARMAND_PORT" help:"Port the server listens on."`
+	Listen            string        `short:"L" default:"" help:"Address the server listens on (default: all)."`
+	Threads           int           `short:"t" default:"0" help:"Event loops (I/O threads); 0 means one per core."`
+	Shards            int           `default:"0" help:"Job state shards; 0 means one per event loop."`
+	Backlog           int           `short:"b" default:"32" help:"Number of backlog connections for listen."`
+	JobRetries        int           `short:"j" default:"0" help:"Fail a job after this many worker losses (0 = retry forever)."`
+	RoundRobin        bool          `short:"R" help:"Accepted for gearmand compatibility: workers are always served round-robin across their functions."`
+	WorkerWakeup      int           `short:"w" default:"0" help:"Workers to wake (NOOP) per queued job; 0 wakes all."`
+	JobHandlePrefix   string        `default:"" help:"Job handle prefix (default: H:<hostname>)."`
+	Exceptions        bool          `help:"Forward WORK_EXCEPTION to every client, not only those that asked."`
+	LogFile           string        `short:"l" default:"stderr" help:"Log file, or stderr, or none."`
+	Verbose           string        `default:"ERROR" enum:"FATAL,ALERT,CRITICAL,ERROR,WARNING,NOTICE,INFO,DEBUG" help:"Log level: FATAL ALERT CRITICAL ERROR WARNING NOTICE INFO DEBUG."`
+	PidFile           string        `short:"P" default:"" help:"File to write the process ID to."`
+	FileDescriptors   int           `short:"f" default:"0" help:"Number of file descriptors to allow (setrlimit); 0 keeps the current limit."`
+	Protocol          []string      `short:"r" help:"Extra protocol to load: http (jobs from HTTP requests)."`
+	HTTPPort          int           `name:"http-port" default:"8080" help:"Port of the HTTP front end (-r http)."`
+	HTTPListen        string        `name:"http-listen" help:"Address of the HTTP front end (default: as -L)."`
+	HTTPMaxBody       int64         `name:"http-max-body" default:"16777216" help:"Largest HTTP request body (the workload), in bytes."`
+	HTTPMaxHeader     int           `name:"http-max-header" default:"16384" help:"Largest HTTP request header, in bytes."`
+	HTTPReadTimeout   time.Duration `name:"http-read-timeout" default:"30s" help:"Time allowed to send a whole HTTP request."`
+	Keepalive         bool          `help:"Enable TCP keepalive on connections."`
+	KeepaliveIdle     int           `default:"-1" help:"Seconds of idleness before keepalive probes (-1: system default)."`
+	KeepaliveInterval int           `default:"-1" help:"Seconds between keepalive probes (-1: system default)."`
+	KeepaliveCount    int           `default:"-1" help:"Keepalive probes before the connection is dropped (-1: system default)."`
+	HashtableBuckets  int           `default:"991" help:"Accepted for gearmand compatibility; the job table grows as needed."`
+	MaxPacketSize     int           `default:"67108864" help:"Largest packet payload accepted, in bytes."`
+	MaxOutputBytes    int           `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
+	Version           bool          `short:"V" help:"Print the version and exit."`
 	QueueFlags        `embed:""`
 	CPUProfile        string `hidden:"" help:"Write a CPU profile here until shutdown (development)."`
 }
@@ -75,7 +81,12 @@ func (c *ServeCmd) validate() error {
 		return usagef("--max-output-bytes must be at least --max-packet-size")
 	}
 	for _, p := range c.Protocol {
-		return usagef("--protocol %q: not available in this build", p)
+		if !strings.EqualFold(p, "http") {
+			return usagef("--protocol %q: only http is available", p)
+		}
+	}
+	if c.HTTPPort < 0 || c.HTTPPort > 65535 {
+		return usagef("--http-port %d: must be 0..65535", c.HTTPPort)
 	}
 	return nil
 }
@@ -135,12 +146,14 @@ func (c *ServeCmd) Run(std *stdio) error {
 
 // server is a running gearshard: engine, admin and network layer.
 type server struct {
-	eng   *engine.Engine
-	store engine.Store // nil for the builtin queue
-	net   *netio.Server
-	log   zerolog.Logger
-	errc  chan error
-	once  sync.Once
+	httpAddr string // the HTTP front end's address, when -r http
+	stopHTTP func() // stops the HTTP front end
+	eng      *engine.Engine
+	store    engine.Store // nil for the builtin queue
+	net      *netio.Server
+	log      zerolog.Logger
+	errc     chan error
+	once     sync.Once
 }
 
 // start builds and starts a server from the flags; it returns once the
@@ -212,6 +225,28 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		closeStore(store, log)
 		return nil, fmt.Errorf("cannot listen on %s: %w", hostPort(c.Listen, c.Port), err)
 	}
+	if len(c.Protocol) > 0 {
+		host := c.HTTPListen
+		if host == "" {
+			host = c.Listen
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(c.HTTPPort)))
+		if err != nil {
+			s.shutdown(false)
+			_ = s.wait()
+			return nil, fmt.Errorf("HTTP front end: %w", err)
+		}
+		s.httpAddr = l.Addr().String()
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopHTTP = cancel
+		go func() {
+			opts := netio.HTTPOptions{MaxBody: c.HTTPMaxBody, MaxHeader: c.HTTPMaxHeader, ReadTimeout: c.HTTPReadTimeout}
+			if err := s.net.ServeHTTPFrontEnd(ctx, l, opts); err != nil {
+				log.Error().Err(err).Msg("HTTP front end stopped")
+			}
+		}()
+		log.Info().Str("addr", s.httpAddr).Msg("HTTP front end listening")
+	}
 	log.Info().Str("addr", s.net.WaitReady().String()).Int("loops", loops).Int("shards", shards).
 		Str("version", Version).Msg("gearshard ready")
 	return s, nil
@@ -228,6 +263,9 @@ func (s *server) shutdown(graceful bool) {
 			for s.eng.RunningJobs() > 0 {
 				time.Sleep(50 * time.Millisecond)
 			}
+		}
+		if s.stopHTTP != nil {
+			s.stopHTTP()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

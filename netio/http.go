@@ -1,0 +1,294 @@
+package netio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	stdlog "log"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gearshard/engine"
+	"gearshard/wire"
+)
+
+// HTTPOptions configure the HTTP front end (gearmand's -r http).
+type HTTPOptions struct {
+	MaxBody     int64         // request body limit (the workload)
+	MaxHeader   int           // request header limit
+	ReadTimeout time.Duration // whole request, headers and body, must arrive within this
+	IdleTimeout time.Duration // keep-alive connections idle longer are closed
+}
+
+// DefaultHTTPOptions are the limits used when a field is zero.
+var DefaultHTTPOptions = HTTPOptions{
+	MaxBody:     16 << 20,
+	MaxHeader:   16 << 10,
+	ReadTimeout: 30 * time.Second,
+	IdleTimeout: 120 * time.Second,
+}
+
+// HTTP headers of gearmand's HTTP protocol module.
+const (
+	headerUnique     = "X-Gearman-Unique"
+	headerBackground = "X-Gearman-Background"
+	headerPriority   = "X-Gearman-Priority"
+	headerHandle     = "X-Gearman-Job-Handle"
+)
+
+// jobRequest is what an HTTP request asks for.
+type jobRequest struct {
+	function   string
+	unique     string
+	background bool
+	priority   engine.Priority
+	data       []byte
+}
+
+// errStatus is a request the front end refuses, with its HTTP status.
+type errStatus struct {
+	code int
+	msg  string
+}
+
+func (e *errStatus) Error() string { return e.msg }
+
+// mapRequest turns a request line and headers into a job. The body is
+// read separately (bounded) by the caller: POST and PUT carry the workload,
+// GET and HEAD have none.
+func mapRequest(method, path string, h http.Header) (jobRequest, error) {
+	var j jobRequest
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut:
+	default:
+		return j, &errStatus{http.StatusMethodNotAllowed, "method not allowed: use GET, HEAD, POST or PUT"}
+	}
+	j.function = strings.TrimPrefix(path, "/")
+	if j.function == "" {
+		return j, &errStatus{http.StatusNotFound, "no function: the path is /FUNCTION"}
+	}
+	if len(j.function) > 8192 || strings.IndexByte(j.function, 0) >= 0 {
+		return j, &errStatus{http.StatusBadRequest, "bad function name"}
+	}
+	j.unique = h.Get(headerUnique)
+	if len(j.unique) > engine.MaxUnique || strings.IndexByte(j.unique, 0) >= 0 {
+		return j, &errStatus{http.StatusBadRequest, "bad " + headerUnique + ": at most 64 bytes, no NUL"}
+	}
+	switch bg := h.Get(headerBackground); strings.ToLower(bg) {
+	case "", "false":
+	case "true":
+		j.background = true
+	default:
+		return j, &errStatus{http.StatusBadRequest, "bad " + headerBackground + ": true or false"}
+	}
+	switch p := h.Get(headerPriority); strings.ToLower(p) {
+	case "", "normal":
+		j.priority = engine.Normal
+	case "high":
+		j.priority = engine.High
+	case "low":
+		j.priority = engine.Low
+	default:
+		return j, &errStatus{http.StatusBadRequest, "bad " + headerPriority + ": high, normal or low"}
+	}
+	return j, nil
+}
+
+// submitType is the SUBMIT_* packet for a job request.
+func (j *jobRequest) submitType() wire.Type {
+	types := [2][3]wire.Type{
+		{wire.SubmitJobHigh, wire.SubmitJob, wire.SubmitJobLow},
+		{wire.SubmitJobHighBG, wire.SubmitJobBG, wire.SubmitJobLowBG},
+	}
+	bg := 0
+	if j.background {
+		bg = 1
+	}
+	return types[bg][j.priority]
+}
+
+// httpJob is the engine session of one HTTP request: the engine writes its
+// packets into the session's outbox as to any client, and flush hands
+// them to the waiting handler.
+type httpJob struct {
+	sess *engine.Session
+	mu   sync.Mutex
+	got  []packetCopy
+	wake chan struct{} // 1 slot: something arrived
+}
+
+// packetCopy is a response packet the handler reads after the outbox
+// buffer has been reused.
+type packetCopy struct {
+	typ    wire.Type
+	fields [][]byte
+}
+
+// flush decodes what the engine queued for the request (any goroutine).
+func (h *httpJob) flush() {
+	h.sess.WriteOutput(func(p []byte) int {
+		used := 0
+		for used < len(p) {
+			pk, n, err := wire.Decode(p[used:], 1<<31-1)
+			if err != nil || n == 0 {
+				break
+			}
+			c := packetCopy{typ: pk.Type}
+			for i := 0; i < pk.NField; i++ {
+				c.fields = append(c.fields, append([]byte(nil), pk.Field[i]...))
+			}
+			h.mu.Lock()
+			h.got = append(h.got, c)
+			h.mu.Unlock()
+			used += n
+		}
+		select {
+		case h.wake <- struct{}{}:
+		default:
+		}
+		return used
+	})
+}
+
+// next waits for the next packet, or the request's end.
+func (h *httpJob) next(ctx context.Context) (packetCopy, error) {
+	for {
+		h.mu.Lock()
+		if len(h.got) > 0 {
+			p := h.got[0]
+			h.got = h.got[1:]
+			h.mu.Unlock()
+			return p, nil
+		}
+		h.mu.Unlock()
+		select {
+		case <-h.wake:
+		case <-ctx.Done():
+			return packetCopy{}, ctx.Err()
+		}
+	}
+}
+
+// ServeHTTP maps the request to a job through the same shards as binary
+// clients: a foreground job answers with its result, a background one
+// with its handle at once.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, err := mapRequest(r.Method, r.URL.Path, r.Header)
+	if err == nil && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
+		req.data, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.httpOpts.MaxBody))
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			err = &errStatus{http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", tooBig.Limit)}
+		} else if err != nil {
+			err = &errStatus{http.StatusBadRequest, "reading the body: " + err.Error()}
+		}
+	}
+	if err != nil {
+		var es *errStatus
+		if !errors.As(err, &es) {
+			es = &errStatus{http.StatusBadRequest, err.Error()}
+		}
+		http.Error(w, es.msg, es.code)
+		return
+	}
+	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+	job := &httpJob{wake: make(chan struct{}, 1)}
+	job.sess = s.eng.NewSession(-1, ip, job)
+	var t engine.Turn
+	defer func() {
+		// The client may be gone: its job stops waiting for it (a queued
+		// foreground job nobody waits for is dropped).
+		s.eng.Disconnect(&t, job.sess)
+		s.dispatch(&t)
+	}()
+	submit := func(typ wire.Type, fields ...[]byte) {
+		p, _, derr := wire.Decode(wire.AppendRequest(nil, typ, fields...), 1<<31-1)
+		if derr != nil {
+			return
+		}
+		s.eng.Handle(&t, job.sess, &p)
+		s.dispatch(&t)
+		t.Reset()
+	}
+	submit(wire.OptionReq, []byte("exceptions"))
+	submit(req.submitType(), []byte(req.function), []byte(req.unique), req.data)
+	var body []byte
+	var handle string
+	for {
+		p, err := job.next(r.Context())
+		if err != nil {
+			return // client gone
+		}
+		switch p.typ {
+		case wire.OptionRes:
+		case wire.Error:
+			code := http.StatusServiceUnavailable
+			if string(p.fields[0]) == "ARGUMENT_TOO_LARGE" || string(p.fields[0]) == "INVALID_FUNCTION_NAME" {
+				code = http.StatusBadRequest
+			}
+			http.Error(w, string(p.fields[0])+": "+string(p.fields[1]), code)
+			return
+		case wire.JobCreated:
+			handle = string(p.fields[0])
+			w.Header().Set(headerHandle, handle)
+			if req.background {
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+		case wire.WorkData:
+			body = append(body, p.fields[1]...)
+		case wire.WorkComplete:
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)+len(p.fields[1])))
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(body)
+			_, _ = w.Write(p.fields[1])
+			return
+		case wire.WorkFail:
+			http.Error(w, "job "+handle+" failed", http.StatusInternalServerError)
+			return
+		case wire.WorkException:
+			http.Error(w, "job "+handle+" raised an exception: "+string(p.fields[1]), http.StatusInternalServerError)
+			return
+		}
+	}
+}
+
+// ServeHTTPFrontEnd serves the HTTP front end on l until ctx ends.
+func (s *Server) ServeHTTPFrontEnd(ctx context.Context, l net.Listener, opts HTTPOptions) error {
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = DefaultHTTPOptions.MaxBody
+	}
+	if opts.MaxHeader <= 0 {
+		opts.MaxHeader = DefaultHTTPOptions.MaxHeader
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultHTTPOptions.ReadTimeout
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultHTTPOptions.IdleTimeout
+	}
+	s.httpOpts = opts
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: opts.ReadTimeout,
+		ReadTimeout:       opts.ReadTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    opts.MaxHeader,
+		ErrorLog:          stdlog.New(s.log.With().Str("component", "http").Logger(), "", 0),
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
