@@ -47,8 +47,8 @@ bench: ## hot-path Go benchmarks (wire + engine), with allocations
 	$(GO) test -run '^$$' -bench . -benchmem ./wire/ ./engine/
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	@for t in $$($(GO) test -list '^Fuzz' ./wire/ | grep ^Fuzz); do \
-		echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./wire/ || exit 1; done
+	@for pkg in ./wire/ ./netio/; do for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
+		echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done; done
 
 bench-compare: build ## gearshard vs Debian's gearmand, standard scenarios, into bench/RESULTS.md (~15 min)
 	@dpkg-query -W -f='$${Status}' gearman-job-server 2>/dev/null | grep -q 'ok installed' || \
