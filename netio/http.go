@@ -79,14 +79,14 @@ func mapRequest(method, path string, h http.Header) (jobRequest, error) {
 	if len(j.unique) > engine.MaxUnique || strings.IndexByte(j.unique, 0) >= 0 {
 		return j, &errStatus{http.StatusBadRequest, "bad " + headerUnique + ": at most 64 bytes, no NUL"}
 	}
-	switch bg := h.Get(headerBackground); strings.ToLower(bg) {
+	switch bg := h.Get(headerBackground); asciiLower(bg) {
 	case "", "false":
 	case "true":
 		j.background = true
 	default:
 		return j, &errStatus{http.StatusBadRequest, "bad " + headerBackground + ": true or false"}
 	}
-	switch p := h.Get(headerPriority); strings.ToLower(p) {
+	switch p := h.Get(headerPriority); asciiLower(p) {
 	case "", "normal":
 		j.priority = engine.Normal
 	case "high":
@@ -97,6 +97,18 @@ func mapRequest(method, path string, h http.Header) (jobRequest, error) {
 		return j, &errStatus{http.StatusBadRequest, "bad " + headerPriority + ": high, normal or low"}
 	}
 	return j, nil
+}
+
+// asciiLower lower-cases ASCII letters only, so that no other spelling
+// (Unicode case folding) passes for a header value.
+func asciiLower(v string) string {
+	b := []byte(v)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // submitType is the SUBMIT_* packet for a job request.
@@ -179,8 +191,16 @@ func (h *httpJob) next(ctx context.Context) (packetCopy, error) {
 // with its handle at once.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req, err := mapRequest(r.Method, r.URL.Path, r.Header)
-	if err == nil && (r.Method == http.MethodPost || r.Method == http.MethodPut) {
-		req.data, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.httpOpts.MaxBody))
+	if err == nil {
+		// The body is read to its end even where it is not the workload
+		// (GET, HEAD): only then does net/http watch for the client
+		// leaving, which is what releases a job nobody waits for.
+		body := http.MaxBytesReader(w, r.Body, s.httpOpts.MaxBody)
+		if r.Method == http.MethodPost || r.Method == http.MethodPut {
+			req.data, err = io.ReadAll(body)
+		} else {
+			_, err = io.Copy(io.Discard, body)
+		}
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			err = &errStatus{http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", tooBig.Limit)}
