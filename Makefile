@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin/gearshard
 PKGS      := ./...
 # Debian packages the tests talk to: real Gearman clients/workers, gearadmin, gearmand.
-DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman postgresql redis-server
+DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman postgresql redis-server curl
 FUZZTIME  ?= 30s
 
 # `make run -- -r http --http-port 8080`: words after `run` are server flags.
