@@ -128,13 +128,15 @@ func (c *ServeCmd) Run(std *stdio) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// Signals are caught before the port opens: a SIGTERM or SIGUSR1 that
+	// arrives as soon as the server is ready must not kill it outright.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
 	srv, err := c.start(log)
 	if err != nil {
 		return err
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
-	defer signal.Stop(sigs)
 	go func() {
 		for sig := range sigs {
 			log.Info().Str("signal", sig.String()).Msg("shutting down")

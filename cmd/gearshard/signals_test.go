@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -120,7 +122,8 @@ func TestSignalUsr1Graceful(t *testing.T) {
 		n := gstest.Dial(t, p.addr)
 		n.TO = time.Second
 		_, err := n.Read()
-		return err != nil && err.Error() == "EOF"
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout()) // closed, by FIN or reset
 	}, "new connections still accepted after SIGUSR1")
 	select {
 	case err := <-p.done:
