@@ -17,6 +17,10 @@ type AdminConfig struct {
 	PID      int                 // "getpid" reply
 	Verbose  func() string       // current log level name, gearmand spelling
 	Shutdown func(graceful bool) // "shutdown [graceful]"; nil disables it
+	// Allow lists the networks besides loopback whose connections may run
+	// the commands that change state (shutdown, maxqueue, cancel job,
+	// create and drop function, verbose).
+	Allow []*net.IPNet
 }
 
 // Admin is the coordinator: it answers the text admin commands, asking
@@ -90,6 +94,10 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 		}
 	}()
 	action := AdminContinue
+	if mutating(cmd, is) && !a.allowed(sess.Addr) {
+		t.SendRaw(sess, []byte("ERR PERMISSION_DENIED "+string(cmd)+"+is+not+allowed+from+this+address+(see+--admin-allow)\r\n"))
+		return AdminContinue
+	}
 	switch {
 	case is(cmd, "status"):
 		out = a.status(out)
@@ -159,10 +167,6 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 		if len(out) > 0 {
 			break
 		}
-		if ip := net.ParseIP(sess.Addr); ip == nil || !ip.IsLoopback() {
-			out = append(out, "ERR PERMISSION_DENIED shutdown+is+accepted+only+from+loopback\r\n"...)
-			break
-		}
 		t.SendRaw(sess, []byte(textOK))
 		a.cfg.Shutdown(graceful)
 		return AdminContinue
@@ -171,6 +175,34 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 	}
 	t.SendRaw(sess, out)
 	return action
+}
+
+// mutating tells the commands that change the server's state.
+func mutating(cmd []byte, is func([]byte, string) bool) bool {
+	for _, c := range []string{"shutdown", "maxqueue", "cancel", "create", "drop", "verbose"} {
+		if is(cmd, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// allowed reports whether a peer may change state: loopback, or a network
+// given with --admin-allow.
+func (a *Admin) allowed(addr string) bool {
+	ip := net.ParseIP(addr)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	for _, n := range a.cfg.Allow {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // funcStat is one function's figures as copied out of its shard.

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"fmt"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -296,4 +298,33 @@ func checkComplete(t *testing.T, p wire.Packet, handles map[string]string) int {
 		t.Errorf("WORK_COMPLETE %q %q: want result for %q", p.Field[0], p.Field[1], want)
 	}
 	return 1
+}
+
+// Commands that change state are refused to peers outside loopback and
+// the --admin-allow networks; read-only commands stay open to all.
+func TestAdminAccessControl(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	_, lan, _ := net.ParseCIDR("10.0.0.0/8")
+	a := NewAdmin(e, AdminConfig{Allow: []*net.IPNet{lan}, Shutdown: func(bool) {}})
+	var tr Turn
+	run := func(addr, line string) string {
+		s := e.NewSession(1, addr, nil)
+		a.Run(&tr, s, []byte(line))
+		return string(s.takeOutput())
+	}
+	for _, line := range []string{"maxqueue f 1", "cancel job H:t:1", "create function f", "drop function f", "verbose", "shutdown"} {
+		if got := run("192.0.2.7", line); !strings.HasPrefix(got, "ERR PERMISSION_DENIED ") {
+			t.Errorf("%q from 192.0.2.7: %q, want a refusal", line, got)
+		}
+		for _, ok := range []string{"127.0.0.1", "::1", "10.20.30.40"} {
+			if got := run(ok, line); strings.HasPrefix(got, "ERR PERMISSION_DENIED") {
+				t.Errorf("%q from %s refused: %q", line, ok, got)
+			}
+		}
+	}
+	for _, line := range []string{"status", "workers", "prioritystatus", "show jobs", "version", "getpid"} {
+		if got := run("192.0.2.7", line); strings.HasPrefix(got, "ERR") {
+			t.Errorf("read-only %q from 192.0.2.7 refused: %q", line, got)
+		}
+	}
 }

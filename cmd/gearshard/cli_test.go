@@ -57,6 +57,7 @@ func TestCLIRun(t *testing.T) {
 		{args: "--worker-wakeup=-2", code: 2, stderr: "gearshard: --worker-wakeup -2: must be >= 0\n"},
 		{args: "-q mysql", code: 2, stderr: "gearshard: --queue-type \"mysql\": want builtin, libsqlite3, Postgres or redis\n"},
 		{args: "-q libsqlite3", code: 2, stderr: "gearshard: -q libsqlite3 needs --libsqlite3-db FILE\n"},
+		{args: "--admin-allow 10.0.0.0/33", code: 2, stderr: "gearshard: --admin-allow \"10.0.0.0/33\": not an address or CIDR block\n"},
 		{args: "-r gopher", code: 2, stderr: "gearshard: --protocol \"gopher\": only http is available\n"},
 		{args: "-r http --http-port 70000", code: 2, stderr: "gearshard: --http-port 70000: must be 0..65535\n"},
 		{args: "--max-packet-size 10", code: 2, stderr: "gearshard: --max-packet-size 10: must be at least 1024\n"},

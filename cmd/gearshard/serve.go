@@ -51,6 +51,7 @@ type ServeCmd struct {
 	HashtableBuckets  int           `default:"991" help:"Accepted for gearmand compatibility; the job table grows as needed."`
 	MaxPacketSize     int           `default:"67108864" help:"Largest packet payload accepted, in bytes."`
 	MaxOutputBytes    int           `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
+	AdminAllow        []string      `name:"admin-allow" placeholder:"CIDR" help:"Networks besides loopback allowed to run admin commands that change state (shutdown, maxqueue, cancel job, create/drop function, verbose); repeatable."`
 	Version           bool          `short:"V" help:"Print the version and exit."`
 	QueueFlags        `embed:""`
 	CPUProfile        string `hidden:"" help:"Write a CPU profile here until shutdown (development)."`
@@ -194,12 +195,18 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		log.Info().Int("jobs", n).Str("queue", c.QueueType).Msg("replayed background jobs")
 	}
 	s := &server{eng: eng, store: store, log: log, errc: make(chan error, 1)}
+	allow, err := parseNets(c.AdminAllow)
+	if err != nil {
+		closeStore(store, log)
+		return nil, err
+	}
 	verbose := strings.ToUpper(c.Verbose)
 	adm := engine.NewAdmin(eng, engine.AdminConfig{
 		Version:  Version,
 		PID:      os.Getpid(),
 		Verbose:  func() string { return verbose },
 		Shutdown: func(graceful bool) { go s.shutdown(graceful) },
+		Allow:    allow,
 	})
 	keep := func(sec int) time.Duration {
 		if sec <= 0 {
@@ -317,4 +324,27 @@ func openLog(dest string, level zerolog.Level) (zerolog.Logger, func(), error) {
 		w, closeFn = f, func() { f.Close() }
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), closeFn, nil
+}
+
+// parseNets reads --admin-allow values: CIDR blocks or single addresses.
+func parseNets(specs []string) ([]*net.IPNet, error) {
+	var nets []*net.IPNet
+	for _, spec := range specs {
+		for _, v := range strings.Split(spec, ",") {
+			if ip := net.ParseIP(v); ip != nil {
+				bits := 8 * len(ip.To16())
+				if ip.To4() != nil {
+					ip, bits = ip.To4(), 32
+				}
+				nets = append(nets, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+				continue
+			}
+			_, n, err := net.ParseCIDR(v)
+			if err != nil {
+				return nil, usagef("--admin-allow %q: not an address or CIDR block", v)
+			}
+			nets = append(nets, n)
+		}
+	}
+	return nets, nil
 }
