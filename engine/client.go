@@ -100,6 +100,11 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 		t.sendError(sess, "QUEUE_ERROR", "Job queue is full")
 		return
 	}
+	if m := e.opts.MaxQueueBytes; m > 0 && e.queuedBytes()+int64(len(unique)+len(reducer)+len(data))+jobOverhead > m {
+		s.mu.Unlock()
+		t.sendError(sess, "QUEUE_ERROR", "Server queue memory is full (--max-queue-bytes)")
+		return
+	}
 	persist := spec.background && e.opts.Store != nil
 	var stored []byte
 	if persist && len(unique) == 0 {

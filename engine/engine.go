@@ -25,7 +25,10 @@ type Options struct {
 	WorkerWakeup int    // -w: NOOPs per queued job; 0 = every sleeping worker
 	Exceptions   bool   // --exceptions: forward WORK_EXCEPTION to every client
 	Store        Store  // persistent queue for background jobs; nil = memory only
-	Log          zerolog.Logger
+	// MaxQueueBytes bounds the memory held by jobs (their unique, data and
+	// a per-job overhead); past it new submissions get an ERROR. 0 = none.
+	MaxQueueBytes int64
+	Log           zerolog.Logger
 }
 
 // Engine is the set of shards plus the coordinator state that spans them
@@ -173,6 +176,20 @@ func (e *Engine) RunningJobs() int {
 			n += f.running
 		}
 		s.mu.Unlock()
+	}
+	return n
+}
+
+// jobOverhead approximates a job's memory beyond its bytes (record, table
+// slot), so that --max-queue-bytes bounds memory, not just workloads.
+const jobOverhead = 256
+
+// queuedBytes sums the shards' job memory; each shard keeps its own count
+// so that the hot path touches no shared cache line.
+func (e *Engine) queuedBytes() int64 {
+	var n int64
+	for _, s := range e.shards {
+		n += s.bytes.Load()
 	}
 	return n
 }

@@ -328,3 +328,27 @@ func TestAdminAccessControl(t *testing.T) {
 		}
 	}
 }
+
+// --max-queue-bytes refuses new jobs once the jobs held reach the bound,
+// and takes them again when jobs finish.
+func TestMaxQueueBytes(t *testing.T) {
+	e := newTestEngine(t, 2, func(o *Options) { o.MaxQueueBytes = 10 * (jobOverhead + 1000) })
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	data := strings.Repeat("x", 1000)
+	for i := 0; i < 10; i++ {
+		e.Handle(&tr, c, req(wire.SubmitJobBG, "f"+strconv.Itoa(i), "", data))
+		expectOne(t, c, wire.JobCreated)
+	}
+	e.Handle(&tr, c, req(wire.SubmitJobBG, "f0", "", data))
+	if p := expectOne(t, c, wire.Error); string(p.Field[0]) != "QUEUE_ERROR" {
+		t.Fatalf("over the bound: %s", p.String())
+	}
+	w := e.NewSession(2, "127.0.0.1", nil)
+	e.Handle(&tr, w, req(wire.CanDo, "f3"))
+	e.Handle(&tr, w, req(wire.GrabJob))
+	h := expectOne(t, w, wire.JobAssign).Field[0]
+	e.Handle(&tr, w, req(wire.WorkComplete, string(h), ""))
+	e.Handle(&tr, c, req(wire.SubmitJobBG, "f0", "", data))
+	expectOne(t, c, wire.JobCreated)
+}

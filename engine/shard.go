@@ -37,6 +37,7 @@ type shard struct {
 	// runnable counts queued jobs per priority over all functions; GRAB
 	// reads it without the lock to skip shards with nothing to offer.
 	runnable [numPriorities]atomic.Int64
+	bytes    atomic.Int64 // memory held by this shard's jobs (see MaxQueueBytes)
 
 	timers    timerHeap // epoch jobs waiting for their time, running jobs with a CAN_DO_TIMEOUT
 	timer     *time.Timer
@@ -264,6 +265,7 @@ func (s *shard) newJob(fn *function, unique, reducer, data, stored []byte) *Job 
 	s.nextID += uint64(len(s.e.shards))
 	s.jobs.add(s.seq(j.id), j)
 	fn.total++
+	s.bytes.Add(int64(len(buf)) + jobOverhead)
 	return j
 }
 
@@ -282,6 +284,7 @@ func (s *shard) freeJob(j *Job) {
 	}
 	s.jobs.remove(s.seq(j.id))
 	j.fn.total--
+	s.bytes.Add(-int64(len(j.buf)) - jobOverhead)
 	if j.state == stateDelayed {
 		j.fn.delayed[j.pri]--
 	}

@@ -51,6 +51,7 @@ type ServeCmd struct {
 	HashtableBuckets  int           `default:"991" help:"Accepted for gearmand compatibility; the job table grows as needed."`
 	MaxPacketSize     int           `default:"67108864" help:"Largest packet payload accepted, in bytes."`
 	MaxOutputBytes    int           `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
+	MaxQueueBytes     int64         `name:"max-queue-bytes" default:"-1" help:"Memory jobs may hold before new submissions are refused; -1 = half of physical memory, 0 = no limit."`
 	AdminAllow        []string      `name:"admin-allow" placeholder:"CIDR" help:"Networks besides loopback allowed to run admin commands that change state (shutdown, maxqueue, cancel job, create/drop function, verbose); repeatable."`
 	Version           bool          `short:"V" help:"Print the version and exit."`
 	QueueFlags        `embed:""`
@@ -175,13 +176,14 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		return nil, err
 	}
 	eng, err := engine.New(engine.Options{
-		Store:        store,
-		Shards:       shards,
-		HandlePrefix: c.JobHandlePrefix,
-		JobRetries:   c.JobRetries,
-		WorkerWakeup: c.WorkerWakeup,
-		Exceptions:   c.Exceptions,
-		Log:          log,
+		Store:         store,
+		MaxQueueBytes: c.maxQueueBytes(),
+		Shards:        shards,
+		HandlePrefix:  c.JobHandlePrefix,
+		JobRetries:    c.JobRetries,
+		WorkerWakeup:  c.WorkerWakeup,
+		Exceptions:    c.Exceptions,
+		Log:           log,
 	})
 	if err != nil {
 		closeStore(store, log)
@@ -347,4 +349,18 @@ func parseNets(specs []string) ([]*net.IPNet, error) {
 		}
 	}
 	return nets, nil
+}
+
+// maxQueueBytes resolves --max-queue-bytes: by default half of the
+// machine's memory, so a flood of submissions meets an ERROR, not the
+// out-of-memory killer.
+func (c *ServeCmd) maxQueueBytes() int64 {
+	if c.MaxQueueBytes >= 0 {
+		return c.MaxQueueBytes
+	}
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit) / 2
 }
