@@ -47,7 +47,7 @@ bench: ## hot-path Go benchmarks (wire + engine), with allocations
 	$(GO) test -run '^$$' -bench . -benchmem ./wire/ ./engine/
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	@for pkg in ./wire/ ./netio/; do for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
+	@for pkg in ./wire/ ./netio/ ./engine/; do for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 		echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done; done
 
 bench-compare: build ## gearshard vs Debian's gearmand, standard scenarios, into bench/RESULTS.md (~15 min)
