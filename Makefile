@@ -5,8 +5,9 @@ GO        ?= go
 BIN       := bin/gearshard
 PKGS      := ./...
 # Debian packages the tests talk to: real Gearman clients/workers, gearadmin, gearmand.
-DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman postgresql redis-server curl
+DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman postgresql redis-server curl openssl
 FUZZTIME  ?= 30s
+DURATION  ?= 2m
 
 # `make run -- -r http --http-port 8080`: words after `run` are server flags.
 ifeq (run,$(firstword $(MAKECMDGOALS)))
@@ -17,7 +18,7 @@ ifeq (run,$(firstword $(MAKECMDGOALS)))
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test deps vet bench fuzz bench-compare
+.PHONY: help build run test deps vet bench fuzz bench-compare soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +50,9 @@ bench: ## hot-path Go benchmarks (wire + engine), with allocations
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	@for pkg in ./wire/ ./netio/ ./engine/; do for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 		echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done; done
+
+soak: build ## mixed load with faults against a fresh server for DURATION (default 2m)
+	./$(BIN) bench soak -d $(DURATION) --server-cmd "./$(BIN) -L 127.0.0.1 -p {port} -l none"
 
 bench-compare: build ## gearshard vs Debian's gearmand, standard scenarios, into bench/RESULTS.md (~15 min)
 	@dpkg-query -W -f='$${Status}' gearman-job-server 2>/dev/null | grep -q 'ok installed' || \

@@ -5,6 +5,7 @@ package netio
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -61,6 +62,10 @@ type Server struct {
 	conns    atomic.Int64
 	draining atomic.Bool
 	httpOpts HTTPOptions // set before the HTTP front end serves
+
+	tlsMu       sync.Mutex // guards the TLS listener and connections (--ssl)
+	tlsListener net.Listener
+	tlsConns    map[*tls.Conn]struct{}
 }
 
 // loop is the state private to one event loop.
@@ -161,6 +166,13 @@ func (s *Server) Stop(ctx context.Context) error {
 	<-s.ready
 	if s.addr.Load() == nil {
 		return errors.New("netio: server is not running")
+	}
+	s.tlsMu.Lock()
+	tlsMode := s.tlsListener != nil
+	s.tlsMu.Unlock()
+	if tlsMode {
+		s.stopTLS()
+		return nil
 	}
 	return s.gnetEng.Stop(ctx)
 }
@@ -264,31 +276,53 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	if cn.need > 0 && c.InboundBuffered() < cn.need {
 		return gnet.None // a large packet is still arriving: don't re-peek it
 	}
-	cn.need = 0
 	buf, _ := c.Peek(-1)
 	l := cn.loop
 	l.busy.Store(true)
 	defer l.busy.Store(false)
-	t := &l.turn
-	used, frames := 0, 0
-	action := gnet.None
-	for used < len(buf) && frames < framesPerTurn {
-		rest := buf[used:]
+	in := s.handleInput(&l.turn, cn.sess, buf, framesPerTurn)
+	cn.need = in.need
+	if in.used > 0 {
+		_, _ = c.Discard(in.used) // gnet's Discard(0) would drop everything buffered
+	}
+	s.flush(l)
+	if in.closeConn {
+		return gnet.Close
+	}
+	if in.frames == framesPerTurn && c.InboundBuffered() > 0 {
+		_ = c.Wake(nil) // resume the rest after other connections had a turn
+	}
+	return gnet.None
+}
+
+// input says what handleInput did with a buffer.
+type input struct {
+	used, frames int
+	need         int  // length of the packet still arriving, once its header is in
+	closeConn    bool // framing error or admin close: close after flushing
+}
+
+// handleInput runs the complete frames (binary packets and admin lines)
+// at the start of in, at most maxFrames, for gnet's connections and TLS
+// ones alike.
+func (s *Server) handleInput(t *engine.Turn, sess *engine.Session, in []byte, maxFrames int) (r input) {
+	for r.used < len(in) && r.frames < maxFrames {
+		rest := in[r.used:]
 		if wire.IsText(rest) {
 			line, n, err := wire.DecodeLine(rest)
 			if err != nil {
-				t.SendRaw(cn.sess, []byte("ERR ARGUMENT_TOO_LARGE Line+too+long\r\n"))
-				action = gnet.Close
-				break
+				t.SendRaw(sess, []byte("ERR ARGUMENT_TOO_LARGE Line+too+long\r\n"))
+				r.closeConn = true
+				return r
 			}
 			if n == 0 {
-				break
+				return r
 			}
-			used += n
-			frames++
-			if s.adm.Run(t, cn.sess, line) == engine.AdminClose {
-				action = gnet.Close
-				break
+			r.used += n
+			r.frames++
+			if s.adm.Run(t, sess, line) == engine.AdminClose {
+				r.closeConn = true
+				return r
 			}
 			continue
 		}
@@ -296,28 +330,21 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		if err != nil {
 			var perr *wire.ProtocolError
 			if errors.As(err, &perr) {
-				t.SendProtocolError(cn.sess, perr)
+				t.SendProtocolError(sess, perr)
 			}
-			s.log.Info().Str("peer", cn.sess.Addr).Err(err).Msg("protocol error, closing connection")
-			action = gnet.Close
-			break
+			s.log.Info().Str("peer", sess.Addr).Err(err).Msg("protocol error, closing connection")
+			r.closeConn = true
+			return r
 		}
 		if n == 0 {
-			cn.need = p.Len // 0 until the header is in
-			break
+			r.need = p.Len // 0 until the header is in
+			return r
 		}
-		used += n
-		frames++
-		s.eng.Handle(t, cn.sess, &p)
+		r.used += n
+		r.frames++
+		s.eng.Handle(t, sess, &p)
 	}
-	if used > 0 {
-		_, _ = c.Discard(used) // gnet's Discard(0) would drop everything buffered
-	}
-	s.flush(l)
-	if action == gnet.None && frames == framesPerTurn && c.InboundBuffered() > 0 {
-		_ = c.Wake(nil) // resume the rest after other connections had a turn
-	}
-	return action
+	return r
 }
 
 // flush writes out every session that got output during this loop's turn.

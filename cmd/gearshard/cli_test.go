@@ -106,7 +106,7 @@ func TestCLIFlagNames(t *testing.T) {
 			RedisServer: "127.0.0.1", RedisPort: 6379, RedisPrefix: "_gear_"},
 		KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
 		HashtableBuckets: 991, MaxPacketSize: 64 << 20, MaxOutputBytes: 128 << 20,
-		MaxQueueBytes: -1, HTTPPort: 8080, HTTPMaxBody: 16 << 20, HTTPMaxHeader: 16 << 10, HTTPReadTimeout: 30 * time.Second,
+		MaxQueueBytes: -1, HTTPPort: 8080, SSLCertificate: "/etc/ssl/certs/gearmand.pem", SSLKey: "/etc/ssl/certs/gearmand.key", HTTPMaxBody: 16 << 20, HTTPMaxHeader: 16 << 10, HTTPReadTimeout: 30 * time.Second,
 	}
 	if !equalServe(def, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", def, want)

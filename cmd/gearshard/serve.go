@@ -52,6 +52,10 @@ type ServeCmd struct {
 	MaxPacketSize     int           `default:"67108864" help:"Largest packet payload accepted, in bytes."`
 	MaxOutputBytes    int           `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
 	MaxQueueBytes     int64         `name:"max-queue-bytes" default:"-1" help:"Memory jobs may hold before new submissions are refused; -1 = half of physical memory, 0 = no limit."`
+	SSL               bool          `name:"ssl" help:"Serve the Gearman port over TLS only."`
+	SSLCAFile         string        `name:"ssl-ca-file" env:"GEARMAND_CA_CERTIFICATE" help:"CA certificates (PEM); when given, clients must present a certificate signed by one."`
+	SSLCertificate    string        `name:"ssl-certificate" env:"GEARMAND_SERVER_PEM" default:"/etc/ssl/certs/gearmand.pem" help:"Server certificate (PEM)."`
+	SSLKey            string        `name:"ssl-key" env:"GEARMAND_SERVER_KEY" default:"/etc/ssl/certs/gearmand.key" help:"Server private key (PEM)."`
 	AdminAllow        []string      `name:"admin-allow" placeholder:"CIDR" help:"Networks besides loopback allowed to run admin commands that change state (shutdown, maxqueue, cancel job, create/drop function, verbose); repeatable."`
 	Version           bool          `short:"V" help:"Print the version and exit."`
 	QueueFlags        `embed:""`
@@ -229,7 +233,23 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		KeepAliveCount:    max(c.KeepaliveCount, 0),
 		Log:               log,
 	})
-	go func() { s.errc <- s.net.Serve() }()
+	if c.SSL {
+		cfg, err := netio.TLSConfig(c.SSLCertificate, c.SSLKey, c.SSLCAFile)
+		if err != nil {
+			eng.Close()
+			closeStore(store, log)
+			return nil, usageError{err.Error()}
+		}
+		l, err := net.Listen("tcp", hostPort(c.Listen, c.Port))
+		if err != nil {
+			eng.Close()
+			closeStore(store, log)
+			return nil, fmt.Errorf("cannot listen on %s: %w", hostPort(c.Listen, c.Port), err)
+		}
+		go func() { s.errc <- s.net.ServeTLS(l, cfg) }()
+	} else {
+		go func() { s.errc <- s.net.Serve() }()
+	}
 	if s.net.WaitReady() == nil {
 		err := <-s.errc
 		eng.Close()

@@ -1,0 +1,192 @@
+package netio
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"gearshard/engine"
+)
+
+// TLSConfig builds the server's TLS settings from gearmand's flags: a
+// certificate and key, and when a CA file is given, client certificates
+// signed by it are required (gearmand only serves its own certificate).
+func TLSConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ssl-certificate/--ssl-key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ssl-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ssl-ca-file %s: no certificate in it", caFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// tlsConn is a TLS client of the binary and admin protocols. gnet has no
+// TLS, so these connections get a reader goroutine each and a writer
+// goroutine each; they meet the engine exactly as gnet's connections do,
+// through a session and its outbox.
+type tlsConn struct {
+	c      *tls.Conn
+	sess   *engine.Session
+	kick   chan struct{} // 1 slot: output is waiting
+	done   chan struct{} // the reader is finishing
+	exited chan struct{} // the writer has stopped
+	buf    []byte        // writer-owned copy of the output
+}
+
+// flush wakes the writer; any goroutine may call it (see sink).
+func (tc *tlsConn) flush() {
+	select {
+	case tc.kick <- struct{}{}:
+	default:
+	}
+}
+
+// writer copies the output out under the outbox lock and writes it
+// outside, so a slow TLS reader never holds up the shards.
+func (tc *tlsConn) writer() {
+	defer close(tc.exited)
+	for {
+		select {
+		case <-tc.kick:
+		case <-tc.done:
+			return
+		}
+		if !tc.writeAll() {
+			tc.c.Close() // the reader sees it and finishes
+			return
+		}
+	}
+}
+
+// writeAll writes what is pending; false when the connection must go.
+func (tc *tlsConn) writeAll() bool {
+	for {
+		tc.buf = tc.buf[:0]
+		_, over := tc.sess.WriteOutput(func(p []byte) int {
+			tc.buf = append(tc.buf, p...)
+			return len(p)
+		})
+		if over {
+			return false
+		}
+		if len(tc.buf) == 0 {
+			return true
+		}
+		if _, err := tc.c.Write(tc.buf); err != nil {
+			return false
+		}
+		if cap(tc.buf) > 1<<20 {
+			tc.buf = nil
+		}
+	}
+}
+
+// ServeTLS serves the binary and admin protocols over TLS on l, in place
+// of gnet (gearmand's --ssl makes its port TLS-only), until Stop.
+func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
+	s.tlsMu.Lock()
+	s.tlsListener = l
+	s.tlsConns = make(map[*tls.Conn]struct{})
+	s.tlsMu.Unlock()
+	s.addr.Store(l.Addr().(*net.TCPAddr))
+	close(s.ready)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		raw, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		c := tls.Server(raw, cfg)
+		s.tlsMu.Lock()
+		if s.tlsConns == nil { // stopping
+			s.tlsMu.Unlock()
+			c.Close()
+			continue
+		}
+		s.tlsConns[c] = struct{}{}
+		s.tlsMu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveTLSConn(c)
+			s.tlsMu.Lock()
+			delete(s.tlsConns, c)
+			s.tlsMu.Unlock()
+		}()
+	}
+}
+
+// stopTLS closes the TLS listener and every TLS connection.
+func (s *Server) stopTLS() {
+	s.tlsMu.Lock()
+	defer s.tlsMu.Unlock()
+	if s.tlsListener != nil {
+		s.tlsListener.Close()
+	}
+	for c := range s.tlsConns {
+		c.Close()
+	}
+	s.tlsConns = nil
+}
+
+func (s *Server) serveTLSConn(c *tls.Conn) {
+	defer c.Close()
+	if s.draining.Load() {
+		return
+	}
+	if err := c.Handshake(); err != nil {
+		s.log.Info().Err(err).Str("peer", c.RemoteAddr().String()).Msg("TLS handshake failed")
+		return
+	}
+	ip, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	tc := &tlsConn{c: c, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+	tc.sess = s.eng.NewSession(-1, ip, tc)
+	tc.sess.SetOutputLimit(s.opts.MaxOutput)
+	go tc.writer()
+	var t engine.Turn
+	defer func() {
+		// Stop the writer, send what is left (an ERROR before a close),
+		// then leave the engine.
+		close(tc.done)
+		<-tc.exited
+		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		tc.writeAll()
+		s.eng.Disconnect(&t, tc.sess)
+		s.dispatch(&t)
+	}()
+	in := make([]byte, 0, 64<<10)
+	read := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(read)
+		in = append(in, read[:n]...)
+		r := s.handleInput(&t, tc.sess, in, math.MaxInt)
+		s.dispatch(&t)
+		t.Reset()
+		in = in[:copy(in, in[r.used:])]
+		if r.closeConn || err != nil {
+			return
+		}
+	}
+}
