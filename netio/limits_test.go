@@ -2,6 +2,7 @@ package netio_test
 
 import (
 	"bytes"
+	"runtime"
 	"testing"
 	"time"
 
@@ -38,4 +39,54 @@ func TestSlowReaderIsCutOff(t *testing.T) {
 	c := gstest.Dial(t, srv.Addr)
 	c.Send(wire.EchoReq, "others served")
 	c.Expect(wire.EchoRes, "others served")
+}
+
+// A flood of background submissions with no worker meets --max-queue-bytes:
+// past it every submission gets an ERROR, and the heap stays bounded.
+func TestSubmissionFloodIsBounded(t *testing.T) {
+	const limit = 32 << 20
+	srv := gstest.Start(t, func(c *gstest.Config) { c.Engine.MaxQueueBytes = limit })
+	c := gstest.Dial(t, srv.Addr)
+	payload := bytes.Repeat([]byte("p"), 4096)
+	const total = 20_000 // 80 MiB of workloads offered
+	go func() {
+		var batch []byte
+		for i := 0; i < total; i++ {
+			batch = wire.AppendRequest(batch, wire.SubmitJobBG, []byte("flood"), nil, payload)
+			if i%64 == 63 {
+				if _, err := c.Raw().Write(batch); err != nil {
+					return
+				}
+				batch = batch[:0]
+			}
+		}
+		_, _ = c.Raw().Write(batch)
+	}()
+	created, refused := 0, 0
+	for created+refused < total {
+		p, err := c.Read()
+		if err != nil {
+			t.Fatalf("after %d created, %d refused: %v", created, refused, err)
+		}
+		switch p.Type {
+		case wire.JobCreated:
+			created++
+		case wire.Error:
+			if p.Fields[0] != "QUEUE_ERROR" {
+				t.Fatalf("error %v", p)
+			}
+			refused++
+		default:
+			t.Fatalf("got %v", p)
+		}
+	}
+	if refused == 0 || created*4096 > limit {
+		t.Fatalf("%d created, %d refused: the bound did not hold", created, refused)
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if ms.HeapInuse > 3*limit {
+		t.Fatalf("heap in use %d MiB with a %d MiB queue bound", ms.HeapInuse>>20, limit>>20)
+	}
 }
