@@ -107,7 +107,7 @@ func (c *ServeCmd) Run(std *stdio) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	log, closeLog, err := openLog(c.LogFile, levels[strings.ToUpper(c.Verbose)])
+	log, reopenLog, closeLog, err := openLog(c.LogFile, levels[strings.ToUpper(c.Verbose)])
 	if err != nil {
 		return err
 	}
@@ -137,7 +137,7 @@ func (c *ServeCmd) Run(std *stdio) error {
 	// Signals are caught before the port opens: a SIGTERM or SIGUSR1 that
 	// arrives as soon as the server is ready must not kill it outright.
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	srv, err := c.start(log)
 	if err != nil {
@@ -145,6 +145,13 @@ func (c *ServeCmd) Run(std *stdio) error {
 	}
 	go func() {
 		for sig := range sigs {
+			if sig == syscall.SIGHUP {
+				if err := reopenLog(); err != nil {
+					log.Error().Err(err).Msg("reopening the log file")
+				}
+				log.Info().Msg("log file reopened")
+				continue
+			}
 			log.Info().Str("signal", sig.String()).Msg("shutting down")
 			srv.shutdown(sig == syscall.SIGUSR1)
 		}
@@ -326,26 +333,62 @@ func closeStore(st engine.Store, log zerolog.Logger) {
 	}
 }
 
-// openLog opens the log destination: "stderr", "none" or a file.
-func openLog(dest string, level zerolog.Level) (zerolog.Logger, func(), error) {
+// openLog opens the log destination: "stderr", "none" or a file. For a
+// file, reopen (on SIGHUP, as gearmand) starts a new file at the same
+// path, for log rotation.
+func openLog(dest string, level zerolog.Level) (log zerolog.Logger, reopen func() error, closeFn func(), err error) {
 	var w io.Writer
-	closeFn := func() {}
+	reopen, closeFn = func() error { return nil }, func() {}
 	switch strings.ToLower(dest) {
 	case "none":
-		return zerolog.Nop(), closeFn, nil
+		return zerolog.Nop(), reopen, closeFn, nil
 	case "stderr", "":
 		w = os.Stderr
 		if isatty.IsTerminal(os.Stderr.Fd()) {
 			w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339}
 		}
 	default:
-		f, err := os.OpenFile(dest, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return zerolog.Logger{}, nil, fmt.Errorf("--log-file: %w", err)
+		lf := &logFile{path: dest}
+		if err := lf.reopen(); err != nil {
+			return zerolog.Logger{}, nil, nil, fmt.Errorf("--log-file: %w", err)
 		}
-		w, closeFn = f, func() { f.Close() }
+		w, reopen, closeFn = lf, lf.reopen, lf.close
 	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), closeFn, nil
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), reopen, closeFn, nil
+}
+
+// logFile is a log file that can be reopened while in use.
+type logFile struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+}
+
+func (l *logFile) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f.Write(p)
+}
+
+func (l *logFile) reopen() error {
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	old := l.f
+	l.f = f
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+func (l *logFile) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.f.Close()
 }
 
 // parseNets reads --admin-allow values: CIDR blocks or single addresses.

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -135,4 +137,44 @@ func TestSignalUsr1Graceful(t *testing.T) {
 	if err := p.wait(t, 20*time.Second); err != nil {
 		t.Fatalf("exit after graceful shutdown: %v, want status 0", err)
 	}
+}
+
+// SIGHUP reopens the log file (log rotation), as gearmand does, and the
+// server goes on.
+func TestSignalHupReopensLog(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "gearshard.log")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gearshardBinary(t), "-L", "127.0.0.1", "-p", "0", "-l", logPath, "--verbose", "INFO")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	var addr string
+	gstest.Eventually(t, 30*time.Second, func() bool {
+		data, _ := os.ReadFile(logPath)
+		for _, line := range strings.Split(string(data), "\n") {
+			var ev struct{ Message, Addr string }
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.Message == "gearshard ready" {
+				addr = ev.Addr
+				return true
+			}
+		}
+		return false
+	}, "no ready line in %s", logPath)
+
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	gstest.Eventually(t, 10*time.Second, func() bool {
+		data, err := os.ReadFile(logPath)
+		return err == nil && strings.Contains(string(data), "log file reopened")
+	}, "SIGHUP did not start a new log file")
+	c := gstest.Dial(t, addr)
+	c.Send(wire.EchoReq, "alive")
+	c.Expect(wire.EchoRes, "alive")
 }
