@@ -18,9 +18,11 @@ const Version = "1.1.20+gearshard.0.1.0"
 
 // CLI is the whole command line: the server (default) and its tools.
 type CLI struct {
-	Serve ServeCmd `cmd:"" default:"withargs" help:"Run the job server (the default command)."`
-	Admin AdminCmd `cmd:"" help:"Query or control a server, as gearadmin does (same flags)."`
-	Bench BenchCmd `cmd:"" help:"Load-test a Gearman server (any), or compare two."`
+	Serve  ServeCmd  `cmd:"" default:"withargs" help:"Run the job server (the default command)."`
+	Admin  AdminCmd  `cmd:"" help:"Query or control a server, as gearadmin does (same flags)."`
+	Bench  BenchCmd  `cmd:"" help:"Load-test a Gearman server (any), or compare two."`
+	Client ClientCmd `cmd:"" help:"Submit jobs and print their results, as gearman does (same flags)."`
+	Worker WorkerCmd `cmd:"" help:"Run a command for each job, as gearman -w does (same flags)."`
 }
 
 // stdio is where commands print; bound by run so tests can capture it.

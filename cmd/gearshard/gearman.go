@@ -1,0 +1,501 @@
+package main
+
+// The client and worker modes of libgearman's gearman(1) CLI, over the raw
+// protocol, so that shell scripts can drop gearman-tools.
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
+
+	"gearshard/wire"
+)
+
+// dialTimeout bounds connecting to the server in both modes.
+const dialTimeout = 10 * time.Second
+
+// gearmanConn is one binary-protocol connection: requests out, responses in.
+type gearmanConn struct {
+	c       net.Conn
+	buf     []byte // received bytes not yet decoded: buf[off:]
+	off     int
+	out     []byte
+	timeout time.Duration // per read; 0: none
+}
+
+func dialGearman(host string, port int, timeout time.Duration) (*gearmanConn, error) {
+	if port < 1 || port > 65535 {
+		return nil, usagef("-p %d: must be 1..65535", port)
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	c, err := net.DialTimeout("tcp", addr, dialTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("could not connect to %s: %w", addr, err)
+	}
+	return &gearmanConn{c: c, timeout: timeout}, nil
+}
+
+func (g *gearmanConn) Close() error { return g.c.Close() }
+
+// send writes one request packet.
+func (g *gearmanConn) send(t wire.Type, args ...[]byte) error {
+	g.out = wire.AppendRequest(g.out[:0], t, args...)
+	_ = g.c.SetWriteDeadline(time.Now().Add(dialTimeout))
+	if _, err := g.c.Write(g.out); err != nil {
+		return fmt.Errorf("sending %v: %w", t, err)
+	}
+	return nil
+}
+
+// packet is a received response with its fields copied.
+type packet struct {
+	typ    wire.Type
+	fields [][]byte
+}
+
+func (p packet) arg(i int) []byte {
+	if i < len(p.fields) {
+		return p.fields[i]
+	}
+	return nil
+}
+
+// recv reads the next response packet. An ERROR packet is returned as an
+// error.
+func (g *gearmanConn) recv() (packet, error) {
+	for {
+		if g.off < len(g.buf) {
+			p, n, err := wire.Decode(g.buf[g.off:], wire.DefaultMaxPacket)
+			if err != nil {
+				return packet{}, fmt.Errorf("bad packet from server: %w", err)
+			}
+			if n > 0 {
+				g.off += n
+				if p.Magic != wire.Response {
+					return packet{}, errors.New("bad packet from server: request magic")
+				}
+				pk := packet{typ: p.Type, fields: make([][]byte, p.NField)}
+				for i := range p.NField {
+					pk.fields[i] = bytes.Clone(p.Field[i])
+				}
+				if pk.typ == wire.Error {
+					return pk, fmt.Errorf("server error %s: %s", pk.arg(0), pk.arg(1))
+				}
+				return pk, nil
+			}
+		}
+		// Compact, then read more.
+		if g.off > 0 {
+			g.buf = append(g.buf[:0], g.buf[g.off:]...)
+			g.off = 0
+		}
+		if cap(g.buf)-len(g.buf) < 4096 {
+			g.buf = append(make([]byte, 0, 2*cap(g.buf)+8192), g.buf...)
+		}
+		if g.timeout > 0 {
+			_ = g.c.SetReadDeadline(time.Now().Add(g.timeout))
+		} else {
+			_ = g.c.SetReadDeadline(time.Time{})
+		}
+		n, err := g.c.Read(g.buf[len(g.buf):cap(g.buf)])
+		g.buf = g.buf[:len(g.buf)+n]
+		if err != nil && n == 0 {
+			if errors.Is(err, io.EOF) {
+				return packet{}, errors.New("server closed the connection")
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return packet{}, fmt.Errorf("%w after %v", errTimeout, g.timeout)
+			}
+			return packet{}, err
+		}
+	}
+}
+
+// ClientCmd is gearman's client mode: submit jobs, print their results.
+type ClientCmd struct {
+	Function  []string `short:"f" required:"" sep:"none" placeholder:"FUNC" help:"Function name to use for jobs (repeat to send each job to several)."`
+	Host      string   `short:"h" default:"localhost" help:"Job server host."`
+	Port      int      `short:"p" default:"4730" help:"Job server port."`
+	Timeout   int      `short:"t" default:"0" placeholder:"MS" help:"Give up waiting for the server after this many milliseconds (0: never)."`
+	Verbose   bool     `short:"v" help:"Print diagnostic information (\"Task created: HANDLE\")."`
+	Bg        bool     `short:"b" name:"background" help:"Run jobs in the background."`
+	High      bool     `short:"I" help:"Run jobs as high priority."`
+	Low       bool     `short:"L" help:"Run jobs as low priority."`
+	Lines     bool     `short:"n" help:"Run one job per line of standard input."`
+	LinesStrp bool     `short:"N" name:"lines-strip" help:"Same as -n, but strip off the newline."`
+	Prefix    bool     `short:"P" help:"Prefix all output with the function name (\"FUNC: \")."`
+	Suppress  bool     `short:"s" help:"Send a job with an empty workload without reading standard input."`
+	Unique    string   `short:"u" placeholder:"UNIQUE" help:"Unique key to use for jobs."`
+	Data      []string `arg:"" optional:"" help:"Workloads, one job each (default: standard input)."`
+}
+
+// submitType picks the SUBMIT_JOB variant for the priority and mode.
+func (c *ClientCmd) submitType() wire.Type {
+	switch {
+	case c.High && c.Bg:
+		return wire.SubmitJobHighBG
+	case c.High:
+		return wire.SubmitJobHigh
+	case c.Low && c.Bg:
+		return wire.SubmitJobLowBG
+	case c.Low:
+		return wire.SubmitJobLow
+	case c.Bg:
+		return wire.SubmitJobBG
+	}
+	return wire.SubmitJob
+}
+
+func (c *ClientCmd) Run(std *stdio) error {
+	if c.High && c.Low {
+		return usagef("client: -I and -L cannot be used together")
+	}
+	if c.Timeout < 0 {
+		return usagef("client: -t %d: must be >= 0", c.Timeout)
+	}
+	for _, f := range c.Function {
+		if f == "" {
+			return usagef("client: -f: empty function name")
+		}
+	}
+	g, err := dialGearman(c.Host, c.Port, time.Duration(c.Timeout)*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	failed := 0
+	runOne := func(workload []byte) error {
+		n, err := c.runJob(g, std, workload)
+		failed += n
+		return err
+	}
+	switch {
+	case len(c.Data) > 0:
+		for _, d := range c.Data {
+			if err := runOne([]byte(d)); err != nil {
+				return err
+			}
+		}
+	case c.Lines || c.LinesStrp:
+		r := bufio.NewReader(os.Stdin)
+		for {
+			line, err := r.ReadBytes('\n')
+			if len(line) > 0 {
+				if c.LinesStrp {
+					line = bytes.TrimSuffix(line, []byte{'\n'})
+				}
+				if err := runOne(line); err != nil {
+					return err
+				}
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("reading standard input: %w", err)
+			}
+		}
+	case c.Suppress:
+		if err := runOne(nil); err != nil {
+			return err
+		}
+	default:
+		data, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return fmt.Errorf("reading standard input: %w", err)
+		}
+		if err := runOne(data); err != nil {
+			return err
+		}
+	}
+	switch failed {
+	case 0:
+		return nil
+	case 1:
+		return errors.New("Job failed")
+	default:
+		return fmt.Errorf("%d jobs failed", failed)
+	}
+}
+
+// runJob submits workload to every function and, in the foreground, prints
+// what the workers send until each job ends. It returns how many failed.
+func (c *ClientCmd) runJob(g *gearmanConn, std *stdio, workload []byte) (failed int, err error) {
+	typ := c.submitType()
+	for _, f := range c.Function {
+		if err := g.send(typ, []byte(f), []byte(c.Unique), workload); err != nil {
+			return 0, err
+		}
+	}
+	// JOB_CREATED replies come in submission order. The same handle twice
+	// (one function given twice with -u) is one job with two waiters.
+	pending := map[string]int{}
+	funcOf := map[string]string{}
+	var handles []string
+	for _, f := range c.Function {
+		p, err := c.expect(g, wire.JobCreated)
+		if err != nil {
+			return 0, err
+		}
+		h := string(p.arg(0))
+		pending[h]++
+		funcOf[h] = f
+		handles = append(handles, h)
+	}
+	verbose := func() {
+		if c.Verbose {
+			for _, h := range handles {
+				fmt.Fprintf(std.Out, "Task created: %s\n", h)
+			}
+		}
+	}
+	if c.Bg {
+		verbose()
+		return 0, nil
+	}
+	write := func(h string, data []byte) error {
+		if c.Prefix {
+			if _, err := fmt.Fprintf(std.Out, "%s: ", funcOf[h]); err != nil {
+				return err
+			}
+		}
+		_, err := std.Out.Write(data)
+		return err
+	}
+	left := len(c.Function)
+	for left > 0 {
+		p, err := g.recv()
+		if err != nil {
+			return failed, err
+		}
+		h := string(p.arg(0))
+		n, ok := pending[h]
+		if !ok {
+			continue // not ours (cannot happen on a fresh connection)
+		}
+		switch p.typ {
+		case wire.WorkData, wire.WorkWarning:
+			for range n {
+				if err := write(h, p.arg(1)); err != nil {
+					return failed, err
+				}
+			}
+			continue
+		case wire.WorkComplete:
+			for range n {
+				if err := write(h, p.arg(1)); err != nil {
+					return failed, err
+				}
+			}
+		case wire.WorkFail, wire.WorkException:
+			failed += n
+		default:
+			continue // WORK_STATUS and anything else: ignored, as gearman does without -v
+		}
+		delete(pending, h)
+		left -= n
+	}
+	verbose()
+	return failed, nil
+}
+
+// expect reads packets until one of type t (NOOPs are skipped).
+func (c *ClientCmd) expect(g *gearmanConn, t wire.Type) (packet, error) {
+	for {
+		p, err := g.recv()
+		if err != nil {
+			return p, err
+		}
+		if p.typ == t {
+			return p, nil
+		}
+		if p.typ != wire.Noop {
+			return p, fmt.Errorf("server sent %v, expected %v", p.typ, t)
+		}
+	}
+}
+
+// WorkerCmd is gearman's worker mode (-w): run a command for each job.
+type WorkerCmd struct {
+	Function  []string `short:"f" required:"" sep:"none" placeholder:"FUNC" help:"Function name to register (repeat for several)."`
+	Host      string   `short:"h" default:"localhost" help:"Job server host."`
+	Port      int      `short:"p" default:"4730" help:"Job server port."`
+	Timeout   int      `short:"t" default:"0" placeholder:"MS" help:"Exit when no job arrives for this many milliseconds (0: never)."`
+	Count     int      `short:"c" default:"0" help:"Number of jobs to run before exiting (0: no limit)."`
+	Lines     bool     `short:"n" help:"Send a data packet for each line of the command's output."`
+	LinesStrp bool     `short:"N" name:"lines-strip" help:"Same as -n, but strip off the newline."`
+	ID        string   `name:"id" help:"Client id to set (SET_CLIENT_ID), shown by admin workers."`
+	Command   []string `arg:"" optional:"" passthrough:"partial" help:"Command to run per job, workload on stdin; without one the workload is printed."`
+}
+
+func (w *WorkerCmd) Run(std *stdio) error {
+	if len(w.Command) > 0 && w.Command[0] == "--" {
+		w.Command = w.Command[1:] // passthrough keeps the separator
+	}
+	if w.Count < 0 {
+		return usagef("worker: -c %d: must be >= 0", w.Count)
+	}
+	if w.Timeout < 0 {
+		return usagef("worker: -t %d: must be >= 0", w.Timeout)
+	}
+	for _, f := range w.Function {
+		if f == "" {
+			return usagef("worker: -f: empty function name")
+		}
+	}
+	g, err := dialGearman(w.Host, w.Port, 0)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if w.ID != "" {
+		if err := g.send(wire.SetClientID, []byte(w.ID)); err != nil {
+			return err
+		}
+	}
+	for _, f := range w.Function {
+		if err := g.send(wire.CanDo, []byte(f)); err != nil {
+			return err
+		}
+	}
+	idle := time.Duration(w.Timeout) * time.Millisecond
+	for done := 0; w.Count == 0 || done < w.Count; done++ {
+		handle, workload, err := w.grab(g, idle)
+		if errors.Is(err, errIdle) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := w.runJob(g, std, handle, workload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var (
+	errIdle    = errors.New("idle timeout")
+	errTimeout = errors.New("timed out waiting for the server")
+)
+
+// grab asks for a job, sleeping (PRE_SLEEP until NOOP) while there is none.
+func (w *WorkerCmd) grab(g *gearmanConn, idle time.Duration) (handle, workload []byte, err error) {
+	var deadline time.Time
+	if idle > 0 {
+		deadline = time.Now().Add(idle)
+	}
+	for {
+		g.timeout = 0
+		if err := g.send(wire.GrabJob); err != nil {
+			return nil, nil, err
+		}
+		for {
+			p, err := g.recv()
+			if err != nil {
+				return nil, nil, err
+			}
+			switch p.typ {
+			case wire.JobAssign:
+				return p.arg(0), p.arg(2), nil
+			case wire.NoJob:
+			case wire.Noop:
+				continue // a late wake-up from an earlier sleep
+			default:
+				return nil, nil, fmt.Errorf("server sent %v, expected JOB_ASSIGN or NO_JOB", p.typ)
+			}
+			break
+		}
+		if err := g.send(wire.PreSleep); err != nil {
+			return nil, nil, err
+		}
+		for {
+			if !deadline.IsZero() {
+				g.timeout = time.Until(deadline)
+				if g.timeout <= 0 {
+					return nil, nil, errIdle
+				}
+			}
+			p, err := g.recv()
+			if err != nil {
+				if !deadline.IsZero() && errors.Is(err, errTimeout) {
+					return nil, nil, errIdle
+				}
+				return nil, nil, err
+			}
+			if p.typ == wire.Noop {
+				break
+			}
+		}
+	}
+}
+
+// runJob runs one job and reports its outcome to the server.
+func (w *WorkerCmd) runJob(g *gearmanConn, std *stdio, handle, workload []byte) error {
+	if len(w.Command) == 0 {
+		// As gearman -w: print the workload, return an empty result.
+		if _, err := std.Out.Write(workload); err != nil {
+			return err
+		}
+		return g.send(wire.WorkComplete, handle, nil)
+	}
+	cmd := exec.Command(w.Command[0], w.Command[1:]...)
+	cmd.Stdin = bytes.NewReader(workload)
+	cmd.Stderr = std.Err
+	lines := w.Lines || w.LinesStrp
+	var out bytes.Buffer
+	var runErr error
+	if lines {
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintf(std.Err, "gearshard: %s: %v\n", w.Command[0], err)
+			return g.send(wire.WorkFail, handle)
+		}
+		r := bufio.NewReader(stdout)
+		var sendErr error
+		for {
+			line, err := r.ReadBytes('\n')
+			if len(line) > 0 && sendErr == nil {
+				if w.LinesStrp {
+					line = bytes.TrimSuffix(line, []byte{'\n'})
+				}
+				sendErr = g.send(wire.WorkData, handle, line)
+			}
+			if err != nil {
+				break
+			}
+		}
+		runErr = cmd.Wait()
+		if sendErr != nil {
+			return sendErr
+		}
+	} else {
+		cmd.Stdout = &out
+		runErr = cmd.Run()
+	}
+	if runErr != nil {
+		var ee *exec.ExitError
+		if !errors.As(runErr, &ee) {
+			fmt.Fprintf(std.Err, "gearshard: %s: %v\n", w.Command[0], runErr)
+		}
+		// gearman -w passes on what the command printed, then fails the job.
+		if out.Len() > 0 {
+			if err := g.send(wire.WorkData, handle, out.Bytes()); err != nil {
+				return err
+			}
+		}
+		return g.send(wire.WorkFail, handle)
+	}
+	return g.send(wire.WorkComplete, handle, out.Bytes())
+}
