@@ -245,7 +245,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	cn.sess.SetOutputLimit(s.opts.MaxOutput)
 	c.SetContext(cn)
 	s.conns.Add(1)
-	s.log.Debug().Str("peer", ip).Int("fd", c.Fd()).Msg("connection opened")
+	s.log.Info().Str("peer", ip).Int("fd", c.Fd()).Msg("connection opened")
 	return nil, gnet.None
 }
 
@@ -261,7 +261,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	s.eng.Disconnect(&l.turn, cn.sess)
 	s.flush(l)
 	s.conns.Add(-1)
-	ev := s.log.Debug()
+	ev := s.log.Info()
 	if err != nil {
 		ev = ev.Err(err)
 	}
