@@ -134,3 +134,38 @@ func errUnexpected(p *wire.Packet) error {
 	}
 	return fmt.Errorf("unexpected %s", p.Type)
 }
+
+// workLoop runs the standard worker loop on c — CAN_DO each function, then
+// GRAB_JOB, and PRE_SLEEP until NOOP when there is nothing — handing each
+// job to onJob, which queues the job's answer on c and returns false to
+// leave holding it. workLoop returns when the connection ends or onJob
+// left (then left is true); packets no worker expects go to errs.
+func workLoop(c *conn, funcs [][]byte, errs *errCounter, onJob func(handle, data []byte) bool) (left bool) {
+	for _, f := range funcs {
+		c.send(wire.CanDo, f)
+	}
+	c.send(wire.GrabJob)
+	for {
+		if err := c.flush(); err != nil {
+			return false
+		}
+		p, err := c.next()
+		if err != nil {
+			return false
+		}
+		switch p.Type {
+		case wire.JobAssign:
+			if !onJob(p.Field[0], p.Field[2]) {
+				return true
+			}
+			c.send(wire.GrabJob)
+		case wire.NoJob:
+			c.send(wire.PreSleep)
+		case wire.Noop:
+			c.send(wire.GrabJob)
+		default:
+			errs.add(errUnexpected(&p))
+			c.send(wire.GrabJob)
+		}
+	}
+}

@@ -151,32 +151,15 @@ func worker(ctx context.Context, addr string, funcs int, errs *errCounter, onJob
 		return
 	}
 	go func() { <-ctx.Done(); c.close() }()
-	for i := 0; i < funcs; i++ {
-		c.send(wire.CanDo, funcName(i))
+	names := make([][]byte, funcs)
+	for i := range names {
+		names[i] = funcName(i)
 	}
-	c.send(wire.GrabJob)
-	for {
-		if err := c.flush(); err != nil {
-			break
-		}
-		p, err := c.next()
-		if err != nil {
-			break
-		}
-		switch p.Type {
-		case wire.JobAssign:
-			onJob(p.Field[2])
-			c.send(wire.WorkComplete, p.Field[0], p.Field[2])
-			c.send(wire.GrabJob)
-		case wire.NoJob:
-			c.send(wire.PreSleep)
-		case wire.Noop:
-			c.send(wire.GrabJob)
-		default:
-			errs.add(errUnexpected(&p))
-			c.send(wire.GrabJob)
-		}
-	}
+	workLoop(c, names, errs, func(handle, data []byte) bool {
+		onJob(data)
+		c.send(wire.WorkComplete, handle, data)
+		return true
+	})
 	if ctx.Err() == nil {
 		errs.add(errors.New("worker connection lost"))
 	}

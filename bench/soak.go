@@ -417,58 +417,43 @@ func (s *soak) workerConn(ctx context.Context, idx int, rng *rand.Rand) {
 	}
 	defer context.AfterFunc(ctx, c.close)()
 	defer c.close()
-	for i := range s.cfg.Funcs {
-		c.send(wire.CanDo, soakFunc(i))
+	funcs := make([][]byte, s.cfg.Funcs)
+	for i := range funcs {
+		funcs[i] = soakFunc(i)
 	}
-	c.send(wire.GrabJob)
-	for {
-		if err := c.flush(); err != nil {
-			break
-		}
-		p, err := c.next()
-		if err != nil {
-			break
-		}
-		switch p.Type {
-		case wire.JobAssign:
-			handle, payload := p.Field[0], p.Field[2]
-			h := soakHash(payload)
-			if s.workerKill[idx].Swap(false) {
-				// Die holding the job, sometimes after partial data.
-				if soakWantsData(h) && rng.IntN(2) == 0 {
-					c.send(wire.WorkData, handle, append([]byte("d:"), payload...))
-					_ = c.flush()
-				}
-				s.led.noteKilled(payload)
-				s.workerKills.Add(1)
-				return
-			}
-			if kind, id, ok := payloadID(payload); ok {
-				s.led.answer(id)
-				if kind == 'b' {
-					s.bgDone.Add(1)
-					s.bgQueued.Add(-1)
-				}
-			} else {
-				s.coExec.Add(1)
-			}
-			if soakWantsData(h) {
+	killed := workLoop(c, funcs, &s.errs, func(handle, payload []byte) bool {
+		h := soakHash(payload)
+		if s.workerKill[idx].Swap(false) {
+			// Die holding the job, sometimes after partial data.
+			if soakWantsData(h) && rng.IntN(2) == 0 {
 				c.send(wire.WorkData, handle, append([]byte("d:"), payload...))
+				_ = c.flush()
 			}
-			if soakWantsFail(h) {
-				c.send(wire.WorkFail, handle)
-			} else {
-				c.send(wire.WorkComplete, handle, append([]byte("ok:"), payload...))
-			}
-			c.send(wire.GrabJob)
-		case wire.NoJob:
-			c.send(wire.PreSleep)
-		case wire.Noop:
-			c.send(wire.GrabJob)
-		default:
-			s.errs.add(fmt.Errorf("worker: %w", errUnexpected(&p)))
-			c.send(wire.GrabJob)
+			s.led.noteKilled(payload)
+			s.workerKills.Add(1)
+			return false
 		}
+		if kind, id, ok := payloadID(payload); ok {
+			s.led.answer(id)
+			if kind == 'b' {
+				s.bgDone.Add(1)
+				s.bgQueued.Add(-1)
+			}
+		} else {
+			s.coExec.Add(1)
+		}
+		if soakWantsData(h) {
+			c.send(wire.WorkData, handle, append([]byte("d:"), payload...))
+		}
+		if soakWantsFail(h) {
+			c.send(wire.WorkFail, handle)
+		} else {
+			c.send(wire.WorkComplete, handle, append([]byte("ok:"), payload...))
+		}
+		return true
+	})
+	if killed {
+		return
 	}
 	if ctx.Err() == nil {
 		s.errs.add(errors.New("worker connection lost"))
