@@ -395,6 +395,38 @@ func (s *seqSet) check(n int64) error {
 	return nil
 }
 
+// drainers are workers that answer every background job and check that
+// each was delivered exactly once.
+type drainers struct {
+	seen    seqSet
+	drained atomic.Int64
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+func startDrainers(ctx context.Context, cfg Config, errs *errCounter) *drainers {
+	d := &drainers{}
+	wctx, cancel := context.WithCancel(ctx)
+	d.stop = cancel
+	for i := 0; i < cfg.Workers; i++ {
+		d.wg.Add(1)
+		go func(i int) {
+			defer d.wg.Done()
+			worker(wctx, cfg.server(i), cfg.Funcs, errs, func(b []byte) { d.seen.add(b); d.drained.Add(1) })
+		}(i)
+	}
+	return d
+}
+
+// finish stops the workers and checks that jobs 1..n each came once.
+func (d *drainers) finish(n int64, errs *errCounter) {
+	d.stop()
+	d.wg.Wait()
+	if err := d.seen.check(n); err != nil {
+		errs.add(err)
+	}
+}
+
 // runBG: clients submit background jobs while workers drain them; reports
 // the submit rate and the drain rate.
 func runBG(ctx context.Context, cfg Config, r *Result) error {
@@ -403,34 +435,20 @@ func runBG(ctx context.Context, cfg Config, r *Result) error {
 		jobs = 100_000
 	}
 	var errs errCounter
-	var created, drained atomic.Int64
-	var seen seqSet
-	wctx, stopWorkers := context.WithCancel(ctx)
-	defer stopWorkers()
-	var wwg sync.WaitGroup
-	for i := 0; i < cfg.Workers; i++ {
-		wwg.Add(1)
-		go func(i int) {
-			defer wwg.Done()
-			worker(wctx, cfg.server(i), cfg.Funcs, &errs, func(d []byte) { seen.add(d); drained.Add(1) })
-		}(i)
-	}
+	var created atomic.Int64
+	d := startDrainers(ctx, cfg, &errs)
 	meter := startMeter(cfg.PID)
 	stopProgress := make(chan struct{})
-	go progress(cfg.Progress, r.Scenario, &drained, stopProgress)
+	go progress(cfg.Progress, r.Scenario, &d.drained, stopProgress)
 	start := time.Now()
 	submitBG(cfg, jobs, func(seq uint64) []byte { return funcName(int(seq) % cfg.Funcs) }, &created, &errs)
 	submitted := time.Since(start)
-	waitCount(ctx, &drained, created.Load(), &errs)
+	waitCount(ctx, &d.drained, created.Load(), &errs)
 	elapsed := time.Since(start)
 	close(stopProgress)
-	meter.finish(r, drained.Load())
-	stopWorkers()
-	wwg.Wait()
-	if err := seen.check(created.Load()); err != nil {
-		errs.add(err)
-	}
-	r.Jobs, r.Errors, r.Elapsed = drained.Load(), errs.n.Load(), elapsed
+	meter.finish(r, d.drained.Load())
+	d.finish(created.Load(), &errs)
+	r.Jobs, r.Errors, r.Elapsed = d.drained.Load(), errs.n.Load(), elapsed
 	r.JobsPerSec = float64(r.Jobs) / elapsed.Seconds()
 	r.Extra = map[string]float64{
 		"submit_per_sec": float64(created.Load()) / submitted.Seconds(),
@@ -468,7 +486,7 @@ func runDrain(ctx context.Context, cfg Config, r *Result, drain bool) error {
 	}
 	r.Params["jobs"] = strconv.FormatInt(jobs, 10)
 	var errs errCounter
-	var created, drained atomic.Int64
+	var created atomic.Int64
 	var before ProcSample
 	if cfg.PID > 0 {
 		before, _ = SampleProc(cfg.PID)
@@ -492,31 +510,17 @@ func runDrain(ctx context.Context, cfg Config, r *Result, drain bool) error {
 		r.Errors = errs.n.Load()
 		return errs.first
 	}
-	var seen seqSet
-	wctx, stopWorkers := context.WithCancel(ctx)
-	defer stopWorkers()
 	meter := startMeter(cfg.PID)
-	stopProgress = make(chan struct{})
-	go progress(cfg.Progress, r.Scenario, &drained, stopProgress)
 	start = time.Now()
-	var wwg sync.WaitGroup
-	for i := 0; i < cfg.Workers; i++ {
-		wwg.Add(1)
-		go func(i int) {
-			defer wwg.Done()
-			worker(wctx, cfg.server(i), cfg.Funcs, &errs, func(d []byte) { seen.add(d); drained.Add(1) })
-		}(i)
-	}
-	waitCount(ctx, &drained, created.Load(), &errs)
+	d := startDrainers(ctx, cfg, &errs)
+	stopProgress = make(chan struct{})
+	go progress(cfg.Progress, r.Scenario, &d.drained, stopProgress)
+	waitCount(ctx, &d.drained, created.Load(), &errs)
 	elapsed := time.Since(start)
 	close(stopProgress)
-	meter.finish(r, drained.Load())
-	stopWorkers()
-	wwg.Wait()
-	if err := seen.check(created.Load()); err != nil {
-		errs.add(err)
-	}
-	r.Jobs, r.Errors, r.Elapsed = drained.Load(), errs.n.Load(), elapsed
+	meter.finish(r, d.drained.Load())
+	d.finish(created.Load(), &errs)
+	r.Jobs, r.Errors, r.Elapsed = d.drained.Load(), errs.n.Load(), elapsed
 	r.JobsPerSec = float64(r.Jobs) / elapsed.Seconds()
 	r.Extra["drain_per_sec"] = r.JobsPerSec
 	return errs.first
