@@ -71,6 +71,9 @@ func errArgs(dst, cmd []byte) []byte {
 // Run executes one admin line from sess and queues the whole reply as one
 // write (gearadmin stops reading after a 5 ms pause).
 func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
+	if sess != nil {
+		sess.mark(kindAdmin)
+	}
 	var argv [5][]byte
 	argc := 0
 	for _, f := range bytes.Split(line, []byte{' '}) {

@@ -28,6 +28,7 @@ func (e *Engine) Submit(t *Turn, sess *Session, p *wire.Packet) {
 		when    int64
 	)
 	fn, unique, data := p.Field[0], p.Field[1], p.Field[p.NField-1]
+	sess.mark(kindClient)
 	switch p.Type {
 	case wire.SubmitJob:
 		spec = submitSpec{Normal, false}
@@ -84,6 +85,7 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 			if !spec.background {
 				s.attach(j, sess)
 			}
+			f.counters.Coalesced++
 			h := e.appendHandle(hb[:0], j.id)
 			if j.state == statePersisting {
 				// Not durable yet: this client hears of it when it is.
@@ -112,6 +114,8 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 		stored = strconv.AppendUint(append(kb[:0], StoredUniquePrefix...), rand.Uint64()|1<<63, 16)
 	}
 	j := s.newJob(f, unique, reducer, data, stored)
+	f.counters.Submitted++
+	s.submitted++
 	j.pri = spec.pri
 	j.background = spec.background
 	if coalesce {

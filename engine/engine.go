@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/rs/zerolog"
@@ -46,6 +47,8 @@ type Engine struct {
 	sessMu   sync.Mutex
 	sessions map[uint64]*Session
 	nextSess atomic.Uint64
+
+	started time.Time // origin of the job timings' clock
 }
 
 // MaxUnique is gearmand's limit on a unique key.
@@ -75,6 +78,7 @@ func New(opts Options) (*Engine, error) {
 		log:      opts.Log,
 		prefix:   []byte(opts.HandlePrefix + ":"),
 		sessions: make(map[uint64]*Session),
+		started:  time.Now(),
 	}
 	e.shards = make([]*shard, opts.Shards)
 	for i := range e.shards {

@@ -32,6 +32,7 @@ type Session struct {
 	sleep      atomic.Int32
 	exceptions atomic.Bool
 	clientID   atomic.Pointer[string]
+	kinds      atomic.Uint32 // kindClient|kindWorker|kindAdmin, as seen so far
 
 	// per[i] is guarded by shard i's lock: this session's registrations,
 	// running jobs and waited-on jobs in that shard.

@@ -43,6 +43,8 @@ type shard struct {
 	timer     *time.Timer
 	timerWhen time.Time
 
+	submitted, finished uint64 // jobs routed here, jobs ended with a result (for Stats)
+
 	free    []*Job              // recycled job records
 	waiters map[uint64][]waiter // clients coalesced onto a job still being persisted
 	_       [64]byte
@@ -59,6 +61,9 @@ type function struct {
 	sleepers []*ability         // registrations whose worker slept with nothing to do
 	maxQueue [numPriorities]int
 	unique   map[string]*Job
+
+	counters  jobCounters
+	wait, run Histogram
 }
 
 // ability is one CAN_DO registration of a session for a function.
@@ -105,6 +110,7 @@ type Job struct {
 	listeners []*listener // further clients coalesced onto the job
 
 	deadline int64 // unix nanoseconds: epoch time or CAN_DO_TIMEOUT expiry, while in the timer heap
+	stamp    int64 // engine clock when queued, then when assigned (for the wait and run histograms)
 	heapIdx  int32 // index in shard.timers, -1 when absent
 }
 
@@ -314,6 +320,7 @@ func (s *shard) drop(j *Job) {
 // enqueue puts a job at the tail of its priority FIFO and wakes sleepers.
 func (s *shard) enqueue(t *Turn, j *Job) {
 	j.state = stateQueued
+	j.stamp = s.e.now()
 	j.fn.queue[j.pri].pushBack(j)
 	s.runnable[j.pri].Add(1)
 	s.wake(t, j.fn)

@@ -13,6 +13,7 @@ import (
 // Event-loop only (it updates the session's loop-owned shard list).
 func (e *Engine) CanDo(t *Turn, sess *Session, fname []byte, timeout time.Duration) {
 	s := e.shardOf(fname)
+	sess.mark(kindWorker)
 	sess.canDoSeq++
 	s.mu.Lock()
 	f := s.function(fname, true)
@@ -207,6 +208,9 @@ func (s *shard) serve(t *Turn, sess *Session, a *ability, pri Priority, kind Gra
 
 func (s *shard) assign(t *Turn, sess *Session, a *ability, j *Job, kind GrabKind) {
 	s.dequeue(j)
+	now := s.e.now()
+	j.fn.wait.observe(now - j.stamp)
+	j.stamp = now
 	j.state = stateRunning
 	j.worker = sess
 	j.fn.running++
@@ -250,12 +254,15 @@ func (e *Engine) WorkResult(t *Turn, sess *Session, p *wire.Packet) {
 		j.num, j.den = uint32(parseInt(p.Field[1])), uint32(parseInt(p.Field[2]))
 		s.forward(t, j, p.Type, handle, p.Field[1], p.Field[2])
 	case wire.WorkComplete:
+		j.fn.counters.Completed++
 		s.forward(t, j, p.Type, handle, p.Field[1])
 		s.finish(j)
 	case wire.WorkFail:
+		j.fn.counters.Failed++
 		s.forward(t, j, p.Type, handle)
 		s.finish(j)
 	case wire.WorkException:
+		j.fn.counters.Exceptions++
 		s.forEachListener(j, func(c *Session) {
 			if c.exceptions.Load() {
 				t.send(c, wire.WorkException, handle, p.Field[1])
@@ -287,8 +294,11 @@ func (e *Engine) jobNotFound(t *Turn, sess *Session, typ wire.Type) {
 	t.sendError(sess, "JOB_NOT_FOUND", text)
 }
 
-// finish ends a running job: off its worker, clients detached, forgotten.
+// finish ends a running job with its result: off its worker, clients
+// detached, forgotten.
 func (s *shard) finish(j *Job) {
+	j.fn.run.observe(s.e.now() - j.stamp)
+	s.finished++
 	j.worker.per[s.idx].held.remove(j)
 	j.fn.running--
 	j.worker = nil
@@ -300,6 +310,7 @@ func (s *shard) finish(j *Job) {
 // The worker is not told; its late result gets JOB_NOT_FOUND.
 func (s *shard) timeoutJob(t *Turn, j *Job) {
 	var hb [64]byte
+	j.fn.counters.Failed++
 	s.forward(t, j, wire.WorkFail, s.e.appendHandle(hb[:0], j.id))
 	s.finish(j)
 }
@@ -317,6 +328,7 @@ func (s *shard) requeue(t *Turn, j *Job) {
 	}
 	if r := s.e.opts.JobRetries; r > 0 && int(j.retries) >= r {
 		var hb [64]byte
+		j.fn.counters.Failed++
 		s.e.log.Info().Str("function", j.fn.name).Uint64("job", j.id).Msg("dropped job due to max retry count")
 		s.forward(t, j, wire.WorkFail, s.e.appendHandle(hb[:0], j.id))
 		s.detachAll(j)
@@ -327,6 +339,7 @@ func (s *shard) requeue(t *Turn, j *Job) {
 		s.freeJob(j) // nobody is waiting for it any more
 		return
 	}
+	j.fn.counters.Retried++
 	s.enqueue(t, j)
 }
 

@@ -1,0 +1,149 @@
+package engine
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// LatencyBounds are the upper bounds, in seconds, of the buckets of the
+// queue-wait and run-time histograms: fixed, so that observing is a few
+// comparisons under the shard lock and never allocates.
+var LatencyBounds = [...]float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+}
+
+// Histogram counts observations per bucket of LatencyBounds (not
+// cumulative); the last count is the overflow bucket (+Inf).
+type Histogram struct {
+	Counts [len(LatencyBounds) + 1]uint64
+	Sum    float64 // seconds
+}
+
+func (h *Histogram) observe(nanos int64) {
+	sec := float64(nanos) / 1e9
+	i := 0
+	for i < len(LatencyBounds) && sec > LatencyBounds[i] {
+		i++
+	}
+	h.Counts[i]++
+	h.Sum += sec
+}
+
+// Count is the number of observations.
+func (h *Histogram) Count() uint64 {
+	var n uint64
+	for _, c := range h.Counts {
+		n += c
+	}
+	return n
+}
+
+// jobCounters are a function's cumulative counts, kept by its shard.
+type jobCounters struct {
+	Submitted  uint64 // new jobs (coalesced submissions not included)
+	Coalesced  uint64 // submissions that joined an existing job by unique key
+	Completed  uint64
+	Failed     uint64 // WORK_FAIL, CAN_DO_TIMEOUT expiry, retries exhausted
+	Exceptions uint64
+	Retried    uint64 // requeued after their worker went away
+}
+
+// FunctionStats is one function's figures at one instant.
+type FunctionStats struct {
+	Name    string
+	Shard   int
+	Total   int                 // status's TOTAL: queued, delayed and running
+	Queued  [numPriorities]int  // runnable or waiting for their epoch, by priority (high, normal, low)
+	Running int
+	Workers int // registered workers
+	jobCounters
+	Wait Histogram // from queued (or requeued, or due) to assigned
+	Run  Histogram // from assigned to its result
+}
+
+// ShardStats is one shard's load: imbalance between shards shows here.
+type ShardStats struct {
+	Index     int
+	Functions int
+	Queued    int // runnable jobs
+	Running   int
+	Submitted uint64 // new jobs routed to the shard
+	Finished  uint64 // jobs that ended with a result (complete, fail, exception)
+}
+
+// ConnStats counts the current connections by what they have done.
+type ConnStats struct {
+	Workers, Clients, Admins, Idle int
+	Accepted                       uint64 // connections ever registered
+}
+
+// Stats is a consistent-per-shard picture of the engine.
+type Stats struct {
+	Functions   []FunctionStats // sorted by name
+	Shards      []ShardStats
+	Connections ConnStats
+}
+
+// Session kinds, recorded as the session acts (a connection can be both
+// client and worker; it counts as a worker).
+const (
+	kindClient uint32 = 1 << iota
+	kindWorker
+	kindAdmin
+)
+
+func (s *Session) mark(kind uint32) {
+	if s.kinds.Load()&kind == 0 {
+		s.kinds.Or(kind)
+	}
+}
+
+// Stats copies every shard's figures, one shard at a time under its lock
+// (the coordinator's way: counters are kept as things change, so this
+// never walks a queue).
+func (e *Engine) Stats() Stats {
+	var st Stats
+	for _, s := range e.shards {
+		sh := ShardStats{Index: s.idx}
+		s.mu.Lock()
+		sh.Submitted, sh.Finished = s.submitted, s.finished
+		sh.Functions = len(s.byName)
+		for _, f := range s.byName {
+			fs := FunctionStats{
+				Name: f.name, Shard: s.idx, Total: f.total, Running: f.running,
+				Workers: len(f.workers), jobCounters: f.counters, Wait: f.wait, Run: f.run,
+			}
+			for p := range fs.Queued {
+				fs.Queued[p] = f.queue[p].n + f.delayed[p]
+				sh.Queued += f.queue[p].n
+			}
+			sh.Running += f.running
+			st.Functions = append(st.Functions, fs)
+		}
+		s.mu.Unlock()
+		st.Shards = append(st.Shards, sh)
+	}
+	slices.SortFunc(st.Functions, func(a, b FunctionStats) int { return strings.Compare(a.Name, b.Name) })
+
+	e.sessMu.Lock()
+	for _, s := range e.sessions {
+		switch k := s.kinds.Load(); {
+		case k&kindWorker != 0:
+			st.Connections.Workers++
+		case k&kindClient != 0:
+			st.Connections.Clients++
+		case k&kindAdmin != 0:
+			st.Connections.Admins++
+		default:
+			st.Connections.Idle++
+		}
+	}
+	e.sessMu.Unlock()
+	st.Connections.Accepted = e.nextSess.Load()
+	return st
+}
+
+// now is the engine's monotonic clock for job timings, in nanoseconds.
+func (e *Engine) now() int64 { return int64(time.Since(e.started)) }

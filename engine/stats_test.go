@@ -1,0 +1,98 @@
+package engine
+
+import (
+	"testing"
+	"time"
+
+	"gearshard/wire"
+)
+
+// Stats counts what happened to each function's jobs, per shard, and
+// agrees with what status shows.
+func TestStatsCountsOutcomes(t *testing.T) {
+	e := newTestEngine(t, 2, func(o *Options) { o.JobRetries = 2 })
+	var tr Turn
+	fa, fb := names(e, 0, 1)[0], names(e, 1, 1)[0]
+	c := e.NewSession(1, "127.0.0.1", nil)
+	w := e.NewSession(2, "127.0.0.1", nil)
+	e.NewSession(3, "127.0.0.1", nil) // connects and does nothing
+	adm := e.NewSession(4, "127.0.0.1", nil)
+	NewAdmin(e, AdminConfig{}).Run(&tr, adm, []byte("status"))
+
+	submit := func(typ wire.Type, fn, unique, data string) []byte {
+		e.Handle(&tr, c, req(typ, fn, unique, data))
+		return expectOne(t, c, wire.JobCreated).Field[0]
+	}
+	grab := func() []byte {
+		e.Handle(&tr, w, req(wire.GrabJob))
+		return expectOne(t, w, wire.JobAssign).Field[0]
+	}
+	e.Handle(&tr, w, req(wire.CanDo, fa))
+	submit(wire.SubmitJobBG, fa, "u1", "x")
+	submit(wire.SubmitJobBG, fa, "u1", "x") // coalesced
+	submit(wire.SubmitJobHighBG, fa, "", "y")
+	submit(wire.SubmitJobLowBG, fa, "", "z")
+	submit(wire.SubmitJobBG, fb, "", "b") // nobody can do fb: stays queued
+
+	time.Sleep(2 * time.Millisecond) // a measurable queue wait
+	h := grab()                      // the high job
+	e.Handle(&tr, w, req(wire.WorkComplete, string(h), "done"))
+	h = grab()
+	e.Handle(&tr, w, req(wire.WorkFail, string(h)))
+	h = grab()
+	e.Handle(&tr, w, req(wire.WorkException, string(h), "boom"))
+	submit(wire.SubmitJobBG, fa, "", "r")
+	grab()
+	// The worker goes away holding a job: it is requeued (one retry of two).
+	e.Disconnect(&tr, w)
+	drain(t, c)
+
+	st := e.Stats()
+	if len(st.Functions) != 2 || st.Functions[0].Name > st.Functions[1].Name {
+		t.Fatalf("functions %+v: want two, sorted", st.Functions)
+	}
+	byName := map[string]FunctionStats{}
+	for _, f := range st.Functions {
+		byName[f.Name] = f
+	}
+	a := byName[fa]
+	want := jobCounters{Submitted: 4, Coalesced: 1, Completed: 1, Failed: 1, Exceptions: 1, Retried: 1}
+	if a.jobCounters != want {
+		t.Errorf("%s counters %+v, want %+v", fa, a.jobCounters, want)
+	}
+	if a.Total != 1 || a.Queued != [numPriorities]int{0, 1, 0} || a.Running != 0 || a.Workers != 0 || a.Shard != 0 {
+		t.Errorf("%s gauges %+v", fa, a)
+	}
+	if n := a.Wait.Count(); n != 4 {
+		t.Errorf("%s wait observations %d, want 4 (one per assignment)", fa, n)
+	}
+	if n := a.Run.Count(); n != 3 {
+		t.Errorf("%s run observations %d, want 3 (one per result)", fa, n)
+	}
+	if a.Wait.Sum < 0.002 {
+		t.Errorf("%s wait sum %.6fs, want at least the 2 ms the first jobs waited", fa, a.Wait.Sum)
+	}
+	b := byName[fb]
+	if b.Submitted != 1 || b.Total != 1 || b.Queued[Normal] != 1 || b.Shard != 1 {
+		t.Errorf("%s %+v", fb, b)
+	}
+	if s0, s1 := st.Shards[0], st.Shards[1]; s0.Submitted != 4 || s0.Finished != 3 || s0.Queued != 1 ||
+		s1.Submitted != 1 || s1.Finished != 0 || s1.Queued != 1 || s0.Functions != 1 || s1.Functions != 1 {
+		t.Errorf("shards %+v", st.Shards)
+	}
+	// The worker is gone; one client, one admin, one idle connection remain.
+	if got := st.Connections; got.Workers != 0 || got.Clients != 1 || got.Admins != 1 || got.Idle != 1 || got.Accepted != 4 {
+		t.Errorf("connections %+v", got)
+	}
+}
+
+// Observing a duration lands it in the first bucket whose bound holds it.
+func TestHistogramBuckets(t *testing.T) {
+	var h Histogram
+	h.observe(50e3)        // 50 µs: first bucket
+	h.observe(1e6)         // exactly 1 ms: the 1 ms bucket (bounds are inclusive)
+	h.observe(int64(1e12)) // past the last bound: overflow
+	if h.Counts[0] != 1 || h.Counts[3] != 1 || h.Counts[len(LatencyBounds)] != 1 || h.Count() != 3 {
+		t.Fatalf("counts %v", h.Counts)
+	}
+}
