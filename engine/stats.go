@@ -54,8 +54,8 @@ type jobCounters struct {
 type FunctionStats struct {
 	Name    string
 	Shard   int
-	Total   int                 // status's TOTAL: queued, delayed and running
-	Queued  [numPriorities]int  // runnable or waiting for their epoch, by priority (high, normal, low)
+	Total   int                // status's TOTAL: queued, delayed and running
+	Queued  [numPriorities]int // runnable or waiting for their epoch, by priority (high, normal, low)
 	Running int
 	Workers int // registered workers
 	jobCounters
