@@ -147,3 +147,28 @@ func (e *Engine) Stats() Stats {
 
 // now is the engine's monotonic clock for job timings, in nanoseconds.
 func (e *Engine) now() int64 { return int64(time.Since(e.started)) }
+
+// Add sums g's figures into f (for rolling many functions into one row).
+func (f *FunctionStats) Add(g FunctionStats) {
+	f.Total += g.Total
+	for p := range f.Queued {
+		f.Queued[p] += g.Queued[p]
+	}
+	f.Running += g.Running
+	f.Workers += g.Workers
+	f.Submitted += g.Submitted
+	f.Coalesced += g.Coalesced
+	f.Completed += g.Completed
+	f.Failed += g.Failed
+	f.Exceptions += g.Exceptions
+	f.Retried += g.Retried
+	f.Wait.add(g.Wait)
+	f.Run.add(g.Run)
+}
+
+func (h *Histogram) add(g Histogram) {
+	for i := range h.Counts {
+		h.Counts[i] += g.Counts[i]
+	}
+	h.Sum += g.Sum
+}

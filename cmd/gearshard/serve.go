@@ -20,6 +20,7 @@ import (
 
 	"gearshard/engine"
 	"gearshard/netio"
+	"gearshard/netio/monitor"
 )
 
 // ServeCmd takes gearmand's flags under gearmand's names.
@@ -57,6 +58,8 @@ type ServeCmd struct {
 	SSLCertificate    string        `name:"ssl-certificate" env:"GEARMAND_SERVER_PEM" default:"/etc/ssl/certs/gearmand.pem" help:"Server certificate (PEM)."`
 	SSLKey            string        `name:"ssl-key" env:"GEARMAND_SERVER_KEY" default:"/etc/ssl/certs/gearmand.key" help:"Server private key (PEM)."`
 	AdminAllow        []string      `name:"admin-allow" placeholder:"CIDR" help:"Networks besides loopback allowed to run admin commands that change state (shutdown, maxqueue, cancel job, create/drop function, verbose); repeatable."`
+	MetricsListen     string        `name:"metrics-listen" placeholder:"ADDR" help:"Serve Prometheus metrics (/metrics), the stats as JSON (/api/stats) and a live dashboard (/) on host:port; off by default."`
+	MetricsMaxFuncs   int           `name:"metrics-max-functions" default:"1000" help:"Functions with metrics of their own; later names are summed under function=\"_other_\"."`
 	Version           bool          `short:"V" help:"Print the version and exit."`
 	QueueFlags        `embed:""`
 	CPUProfile        string `hidden:"" help:"Write a CPU profile here until shutdown (development)."`
@@ -73,6 +76,8 @@ func (c *ServeCmd) validate() error {
 	switch {
 	case c.Port < 0 || c.Port > 65535:
 		return usagef("--port %d: must be 0..65535", c.Port)
+	case c.MetricsMaxFuncs < 1:
+		return usagef("--metrics-max-functions %d: must be at least 1", c.MetricsMaxFuncs)
 	case c.Threads < 0:
 		return usagef("--threads %d: must be >= 0", c.Threads)
 	case c.Shards < 0:
@@ -161,14 +166,15 @@ func (c *ServeCmd) Run(std *stdio) error {
 
 // server is a running gearshard: engine, admin and network layer.
 type server struct {
-	httpAddr string // the HTTP front end's address, when -r http
-	stopHTTP func() // stops the HTTP front end
-	eng      *engine.Engine
-	store    engine.Store // nil for the builtin queue
-	net      *netio.Server
-	log      zerolog.Logger
-	errc     chan error
-	once     sync.Once
+	httpAddr    string   // the HTTP front end's address, when -r http
+	metricsAddr string   // the monitor's address, when --metrics-listen
+	stopExtra   []func() // stop the HTTP front end and the monitor
+	eng         *engine.Engine
+	store       engine.Store // nil for the builtin queue
+	net         *netio.Server
+	log         zerolog.Logger
+	errc        chan error
+	once        sync.Once
 }
 
 // start builds and starts a server from the flags; it returns once the
@@ -268,26 +274,45 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		if host == "" {
 			host = c.Listen
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(c.HTTPPort)))
+		opts := netio.HTTPOptions{MaxBody: c.HTTPMaxBody, MaxHeader: c.HTTPMaxHeader, ReadTimeout: c.HTTPReadTimeout}
+		addr, err := s.serveExtra("HTTP front end", net.JoinHostPort(host, strconv.Itoa(c.HTTPPort)),
+			func(ctx context.Context, l net.Listener) error { return s.net.ServeHTTPFrontEnd(ctx, l, opts) })
 		if err != nil {
-			s.shutdown(false)
-			_ = s.wait()
-			return nil, fmt.Errorf("HTTP front end: %w", err)
+			return nil, err
 		}
-		s.httpAddr = l.Addr().String()
-		ctx, cancel := context.WithCancel(context.Background())
-		s.stopHTTP = cancel
-		go func() {
-			opts := netio.HTTPOptions{MaxBody: c.HTTPMaxBody, MaxHeader: c.HTTPMaxHeader, ReadTimeout: c.HTTPReadTimeout}
-			if err := s.net.ServeHTTPFrontEnd(ctx, l, opts); err != nil {
-				log.Error().Err(err).Msg("HTTP front end stopped")
-			}
-		}()
-		log.Info().Str("addr", s.httpAddr).Msg("HTTP front end listening")
+		s.httpAddr = addr
+	}
+	if c.MetricsListen != "" {
+		mon := monitor.New(eng, monitor.Options{Version: Version, MaxFunctions: c.MetricsMaxFuncs})
+		addr, err := s.serveExtra("metrics and dashboard", c.MetricsListen, mon.Serve)
+		if err != nil {
+			return nil, err
+		}
+		s.metricsAddr = addr
 	}
 	log.Info().Str("addr", s.net.WaitReady().String()).Int("loops", loops).Int("shards", shards).
 		Str("version", Version).Msg("gearshard ready")
 	return s, nil
+}
+
+// serveExtra starts a listener beside the Gearman port; failing to bind
+// stops the whole server, as a bad -p would.
+func (s *server) serveExtra(what, addr string, serve func(context.Context, net.Listener) error) (string, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.shutdown(false)
+		_ = s.wait()
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopExtra = append(s.stopExtra, cancel)
+	go func() {
+		if err := serve(ctx, l); err != nil {
+			s.log.Error().Err(err).Str("listener", what).Msg("stopped")
+		}
+	}()
+	s.log.Info().Str("addr", l.Addr().String()).Msg(what + " listening")
+	return l.Addr().String(), nil
 }
 
 func hostPort(host string, port int) string { return host + ":" + strconv.Itoa(port) }
@@ -302,8 +327,8 @@ func (s *server) shutdown(graceful bool) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}
-		if s.stopHTTP != nil {
-			s.stopHTTP()
+		for _, stop := range s.stopExtra {
+			stop()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
