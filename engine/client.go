@@ -86,6 +86,7 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 				s.attach(j, sess)
 			}
 			f.counters.Coalesced++
+			s.debugJob(j).Uint64("conn", sess.ID).Msg("submission joined job")
 			h := e.appendHandle(hb[:0], j.id)
 			if j.state == statePersisting {
 				// Not durable yet: this client hears of it when it is.
@@ -118,6 +119,8 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	s.submitted++
 	j.pri = spec.pri
 	j.background = spec.background
+	s.debugJob(j).Uint64("conn", sess.ID).Bool("background", j.background).Uint8("priority", uint8(j.pri)).
+		Int("bytes", len(data)).Msg("job submitted")
 	if coalesce {
 		if f.unique == nil {
 			f.unique = make(map[string]*Job)
@@ -176,6 +179,7 @@ func (e *Engine) persisted(s *shard, id uint64, sess *Session, gate uint64, err 
 			s.freeJob(j)
 		}
 	} else if alive {
+		s.debugJob(j).Msg("job stored")
 		s.start(&t, j, j.deadline)
 	}
 	t.release(sess, gate, repl)

@@ -49,6 +49,7 @@ type Engine struct {
 	nextSess atomic.Uint64
 
 	started time.Time // origin of the job timings' clock
+	debug   bool      // the log takes per-job debug lines
 }
 
 // MaxUnique is gearmand's limit on a unique key.
@@ -79,6 +80,7 @@ func New(opts Options) (*Engine, error) {
 		prefix:   []byte(opts.HandlePrefix + ":"),
 		sessions: make(map[uint64]*Session),
 		started:  time.Now(),
+		debug:    opts.Log.GetLevel() <= zerolog.DebugLevel,
 	}
 	e.shards = make([]*shard, opts.Shards)
 	for i := range e.shards {

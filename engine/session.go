@@ -86,12 +86,14 @@ type gate struct {
 // at its end, not once per packet.
 type Turn struct {
 	Dirty []*Session
+	now   int64 // the engine clock when first read in this turn; 0 = not yet
 }
 
 // Reset empties the turn for reuse.
 func (t *Turn) Reset() {
 	clear(t.Dirty)
 	t.Dirty = t.Dirty[:0]
+	t.now = 0
 }
 
 // begin locks s's outbox and returns its buffer to append to; ok is false

@@ -63,7 +63,7 @@ type function struct {
 	unique   map[string]*Job
 
 	counters  jobCounters
-	wait, run Histogram
+	wait, run latencyHist
 }
 
 // ability is one CAN_DO registration of a session for a function.
@@ -320,7 +320,7 @@ func (s *shard) drop(j *Job) {
 // enqueue puts a job at the tail of its priority FIFO and wakes sleepers.
 func (s *shard) enqueue(t *Turn, j *Job) {
 	j.state = stateQueued
-	j.stamp = s.e.now()
+	j.stamp = t.clock(s.e)
 	j.fn.queue[j.pri].pushBack(j)
 	s.runnable[j.pri].Add(1)
 	s.wake(t, j.fn)

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"slices"
+
+	"github.com/rs/zerolog"
 	"strings"
 	"time"
 )
@@ -21,14 +23,31 @@ type Histogram struct {
 	Sum    float64 // seconds
 }
 
-func (h *Histogram) observe(nanos int64) {
-	sec := float64(nanos) / 1e9
+// latencyHist is a Histogram as a shard keeps it: integer nanoseconds, so
+// that observing is integer compares.
+type latencyHist struct {
+	counts [len(LatencyBounds) + 1]uint64
+	sum    int64 // nanoseconds
+}
+
+var latencyBoundsNanos = func() (b [len(LatencyBounds)]int64) {
+	for i, s := range LatencyBounds {
+		b[i] = int64(s * 1e9)
+	}
+	return b
+}()
+
+func (h *latencyHist) observe(nanos int64) {
 	i := 0
-	for i < len(LatencyBounds) && sec > LatencyBounds[i] {
+	for i < len(latencyBoundsNanos) && nanos > latencyBoundsNanos[i] {
 		i++
 	}
-	h.Counts[i]++
-	h.Sum += sec
+	h.counts[i]++
+	h.sum += nanos
+}
+
+func (h *latencyHist) export() Histogram {
+	return Histogram{Counts: h.counts, Sum: float64(h.sum) / 1e9}
 }
 
 // Count is the number of observations.
@@ -113,7 +132,7 @@ func (e *Engine) Stats() Stats {
 		for _, f := range s.byName {
 			fs := FunctionStats{
 				Name: f.name, Shard: s.idx, Total: f.total, Running: f.running,
-				Workers: len(f.workers), jobCounters: f.counters, Wait: f.wait, Run: f.run,
+				Workers: len(f.workers), jobCounters: f.counters, Wait: f.wait.export(), Run: f.run.export(),
 			}
 			for p := range fs.Queued {
 				fs.Queued[p] = f.queue[p].n + f.delayed[p]
@@ -145,8 +164,18 @@ func (e *Engine) Stats() Stats {
 	return st
 }
 
-// now is the engine's monotonic clock for job timings, in nanoseconds.
-func (e *Engine) now() int64 { return int64(time.Since(e.started)) }
+// now is the engine's monotonic clock for job timings, in nanoseconds; never 0.
+func (e *Engine) now() int64 { return int64(time.Since(e.started)) + 1 }
+
+// clock is the engine clock read once per turn: a turn is one read of one
+// connection, so every packet of it shares the reading, and a pipelined
+// batch costs one clock read instead of several per job.
+func (t *Turn) clock(e *Engine) int64 {
+	if t.now == 0 {
+		t.now = e.now()
+	}
+	return t.now
+}
 
 // Add sums g's figures into f (for rolling many functions into one row).
 func (f *FunctionStats) Add(g FunctionStats) {
@@ -171,4 +200,20 @@ func (h *Histogram) add(g Histogram) {
 		h.Counts[i] += g.Counts[i]
 	}
 	h.Sum += g.Sum
+}
+
+// debugJob starts a debug line about j: one line per job event, keyed by
+// handle and by the "conn" ids of the connection events. Below debug level
+// it is nil, and zerolog's methods on a nil event do nothing, so the hot
+// path pays one branch. Caller holds the shard's lock.
+func (s *shard) debugJob(j *Job) *zerolog.Event {
+	if !s.e.debug {
+		return nil
+	}
+	ev := s.e.log.Debug()
+	if ev == nil {
+		return nil
+	}
+	var hb [64]byte
+	return ev.Bytes("handle", s.e.appendHandle(hb[:0], j.id)).Str("function", j.fn.name)
 }

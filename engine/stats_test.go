@@ -1,8 +1,14 @@
 package engine
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"gearshard/wire"
 )
@@ -35,6 +41,7 @@ func TestStatsCountsOutcomes(t *testing.T) {
 	submit(wire.SubmitJobBG, fb, "", "b") // nobody can do fb: stays queued
 
 	time.Sleep(2 * time.Millisecond) // a measurable queue wait
+	tr.Reset()                       // a new read of a connection: the clock is read anew
 	h := grab()                      // the high job
 	e.Handle(&tr, w, req(wire.WorkComplete, string(h), "done"))
 	h = grab()
@@ -88,11 +95,60 @@ func TestStatsCountsOutcomes(t *testing.T) {
 
 // Observing a duration lands it in the first bucket whose bound holds it.
 func TestHistogramBuckets(t *testing.T) {
-	var h Histogram
-	h.observe(50e3)        // 50 µs: first bucket
-	h.observe(1e6)         // exactly 1 ms: the 1 ms bucket (bounds are inclusive)
-	h.observe(int64(1e12)) // past the last bound: overflow
+	var lh latencyHist
+	lh.observe(50e3)        // 50 µs: first bucket
+	lh.observe(1e6)         // exactly 1 ms: the 1 ms bucket (bounds are inclusive)
+	lh.observe(int64(1e12)) // past the last bound: overflow
+	h := lh.export()
 	if h.Counts[0] != 1 || h.Counts[3] != 1 || h.Counts[len(LatencyBounds)] != 1 || h.Count() != 3 {
 		t.Fatalf("counts %v", h.Counts)
+	}
+	if want := (50e3 + 1e6 + 1e12) / 1e9; h.Sum != want {
+		t.Fatalf("sum %v, want %v", h.Sum, want)
+	}
+}
+
+// At debug level every job event is one structured line, keyed by handle
+// and connection id; below it, nothing is written.
+func TestDebugLogPerJobEvent(t *testing.T) {
+	for _, level := range []zerolog.Level{zerolog.DebugLevel, zerolog.InfoLevel} {
+		var buf bytes.Buffer
+		e := newTestEngine(t, 2, func(o *Options) { o.Log = zerolog.New(&buf).Level(level) })
+		var tr Turn
+		c := e.NewSession(1, "127.0.0.1", nil)
+		w := e.NewSession(2, "127.0.0.1", nil)
+		e.Handle(&tr, w, req(wire.CanDo, "f"))
+		e.Handle(&tr, c, req(wire.SubmitJob, "f", "u", "x"))
+		h := string(expectOne(t, c, wire.JobCreated).Field[0])
+		e.Handle(&tr, c, req(wire.SubmitJob, "f", "u", "x"))
+		drain(t, c)
+		e.Handle(&tr, w, req(wire.GrabJob))
+		drain(t, w)
+		e.Handle(&tr, w, req(wire.WorkComplete, h, "done"))
+
+		var msgs []string
+		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			if line == "" {
+				continue
+			}
+			var rec struct {
+				Message, Handle, Function string
+				Conn, Worker              uint64
+			}
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			if rec.Handle != h || rec.Function != "f" {
+				t.Errorf("line %q: want handle %s, function f", line, h)
+			}
+			msgs = append(msgs, rec.Message)
+		}
+		want := []string{"job submitted", "submission joined job", "job assigned", "job completed"}
+		if level != zerolog.DebugLevel {
+			want = nil
+		}
+		if fmt.Sprint(msgs) != fmt.Sprint(want) {
+			t.Errorf("level %s: messages %q, want %q", level, msgs, want)
+		}
 	}
 }

@@ -208,11 +208,12 @@ func (s *shard) serve(t *Turn, sess *Session, a *ability, pri Priority, kind Gra
 
 func (s *shard) assign(t *Turn, sess *Session, a *ability, j *Job, kind GrabKind) {
 	s.dequeue(j)
-	now := s.e.now()
+	now := t.clock(s.e)
 	j.fn.wait.observe(now - j.stamp)
 	j.stamp = now
 	j.state = stateRunning
 	j.worker = sess
+	s.debugJob(j).Uint64("worker", sess.ID).Msg("job assigned")
 	j.fn.running++
 	sess.per[s.idx].held.pushBack(j)
 	if a.timeout > 0 {
@@ -256,11 +257,11 @@ func (e *Engine) WorkResult(t *Turn, sess *Session, p *wire.Packet) {
 	case wire.WorkComplete:
 		j.fn.counters.Completed++
 		s.forward(t, j, p.Type, handle, p.Field[1])
-		s.finish(j)
+		s.finish(t, j, "job completed")
 	case wire.WorkFail:
 		j.fn.counters.Failed++
 		s.forward(t, j, p.Type, handle)
-		s.finish(j)
+		s.finish(t, j, "job failed")
 	case wire.WorkException:
 		j.fn.counters.Exceptions++
 		s.forEachListener(j, func(c *Session) {
@@ -270,7 +271,7 @@ func (e *Engine) WorkResult(t *Turn, sess *Session, p *wire.Packet) {
 				t.send(c, wire.WorkFail, handle)
 			}
 		})
-		s.finish(j)
+		s.finish(t, j, "job exception")
 	}
 }
 
@@ -296,8 +297,10 @@ func (e *Engine) jobNotFound(t *Turn, sess *Session, typ wire.Type) {
 
 // finish ends a running job with its result: off its worker, clients
 // detached, forgotten.
-func (s *shard) finish(j *Job) {
-	j.fn.run.observe(s.e.now() - j.stamp)
+func (s *shard) finish(t *Turn, j *Job, outcome string) {
+	run := t.clock(s.e) - j.stamp
+	j.fn.run.observe(run)
+	s.debugJob(j).Uint64("worker", j.worker.ID).Dur("run", time.Duration(run)).Msg(outcome)
 	s.finished++
 	j.worker.per[s.idx].held.remove(j)
 	j.fn.running--
@@ -312,7 +315,7 @@ func (s *shard) timeoutJob(t *Turn, j *Job) {
 	var hb [64]byte
 	j.fn.counters.Failed++
 	s.forward(t, j, wire.WorkFail, s.e.appendHandle(hb[:0], j.id))
-	s.finish(j)
+	s.finish(t, j, "job failed: worker timeout")
 }
 
 // requeue returns a job whose worker went away to the tail of its queue,
@@ -340,6 +343,7 @@ func (s *shard) requeue(t *Turn, j *Job) {
 		return
 	}
 	j.fn.counters.Retried++
+	s.debugJob(j).Uint8("retries", j.retries).Msg("job requeued: its worker went away")
 	s.enqueue(t, j)
 }
 
@@ -400,6 +404,7 @@ func (e *Engine) CancelJob(t *Turn, handle []byte) bool {
 	if j == nil {
 		return false
 	}
+	s.debugJob(j).Msg("job cancelled")
 	s.forward(t, j, wire.WorkFail, handle)
 	s.detachAll(j)
 	if j.state != stateRunning {

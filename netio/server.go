@@ -245,7 +245,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	cn.sess.SetOutputLimit(s.opts.MaxOutput)
 	c.SetContext(cn)
 	s.conns.Add(1)
-	s.log.Info().Str("peer", ip).Int("fd", c.Fd()).Msg("connection opened")
+	s.log.Info().Str("peer", ip).Int("fd", c.Fd()).Uint64("conn", cn.sess.ID).Msg("connection opened")
 	return nil, gnet.None
 }
 
@@ -265,7 +265,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	if err != nil {
 		ev = ev.Err(err)
 	}
-	ev.Int("fd", c.Fd()).Msg("connection closed")
+	ev.Int("fd", c.Fd()).Uint64("conn", cn.sess.ID).Msg("connection closed")
 	return gnet.None
 }
 
