@@ -62,6 +62,7 @@ func testServeCmd() ServeCmd {
 // testServer is an in-process gearshard on 127.0.0.1 with an ephemeral port.
 type testServer struct {
 	addr, host, port string
+	metrics          string       // --metrics-listen's bound address, if set
 	adm              *gstest.Conn // admin connection for polling
 }
 
@@ -91,7 +92,7 @@ func startServer(t *testing.T, mod func(*ServeCmd)) *testServer {
 	if err != nil {
 		t.Fatalf("server address %q: %v", srv.addr(), err)
 	}
-	ts := &testServer{addr: srv.addr(), host: host, port: port}
+	ts := &testServer{addr: srv.addr(), host: host, port: port, metrics: srv.metricsAddr}
 	ts.adm = gstest.Dial(t, ts.addr)
 	return ts
 }
@@ -189,6 +190,10 @@ func requirePeers(t *testing.T, peers ...string) {
 		case "perl":
 			if err := perlModules(); err != nil {
 				t.Fatalf("perl Gearman::Client/Gearman::Worker unavailable (%v): install the Debian package libgearman-client-perl (make deps)", err)
+			}
+		case "prometheus", "promtool":
+			if _, err := exec.LookPath(p); err != nil {
+				t.Fatalf("%s not found (%v): install the Debian package prometheus (make deps)", p, err)
 			}
 		case "php":
 			if err := phpGearman(); err != nil {
