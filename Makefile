@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin/gearshard
 PKGS      := ./...
 # Debian packages the tests talk to: real Gearman clients/workers, gearadmin, gearmand.
-DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman postgresql redis-server curl openssl prometheus chromium
+DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman postgresql redis-server curl openssl prometheus chromium iproute2
 FUZZTIME  ?= 30s
 DURATION  ?= 2m
 
