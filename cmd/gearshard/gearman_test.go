@@ -326,3 +326,14 @@ func TestGearmanCrossCheck(t *testing.T) {
 	background(t, nil, "gearman", e.hp("-f", "ofail", "xx")...).expectExit(t, 1, "xx", "Job failed\n")
 	fw.expect(t, 0, "", "")
 }
+
+// TestGearmanSeedExample is the gearman CLI example of the project's seed
+// documents with gearshard in libgearman's place: "gearman -w -f func1 &"
+// then "gearman -I -f func1 test", and the worker shows "test".
+func TestGearmanSeedExample(t *testing.T) {
+	t.Parallel()
+	e := newGMEnv(t)
+	w := e.worker(t, "seed", "-f", "func1", "-c", "1")
+	e.client(t, "-I", "-f", "func1", "test").expect(t, 0, "", "")
+	w.expect(t, 0, "test", "")
+}
