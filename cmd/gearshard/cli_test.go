@@ -61,6 +61,8 @@ func TestCLIRun(t *testing.T) {
 		{args: "-r gopher", code: 2, stderr: "gearshard: --protocol \"gopher\": only http is available\n"},
 		{args: "-r http --http-port 70000", code: 2, stderr: "gearshard: --http-port 70000: must be 0..65535\n"},
 		{args: "--max-packet-size 10", code: 2, stderr: "gearshard: --max-packet-size 10: must be at least 1024\n"},
+		{args: "--metrics-max-functions 0", code: 2, stderr: "gearshard: --metrics-max-functions 0: must be at least 1\n"},
+		{args: "--metrics-listen 127.0.0.1:99999", code: 1, stderr: "gearshard: metrics and dashboard: listen tcp: address 99999: invalid port\n"},
 
 		{args: "--help", code: 0, stdout: "Usage: gearshard <command>", prefix: true},
 	} {
@@ -107,6 +109,7 @@ func TestCLIFlagNames(t *testing.T) {
 		KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
 		HashtableBuckets: 991, MaxPacketSize: 64 << 20, MaxOutputBytes: 128 << 20,
 		MaxQueueBytes: -1, HTTPPort: 8080, SSLCertificate: "/etc/ssl/certs/gearmand.pem", SSLKey: "/etc/ssl/certs/gearmand.key", HTTPMaxBody: 16 << 20, HTTPMaxHeader: 16 << 10, HTTPReadTimeout: 30 * time.Second,
+		MetricsMaxFuncs: 1000,
 	}
 	if !equalServe(def, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", def, want)
