@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"modernc.org/libc"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"gearshard/engine"
 	"gearshard/netio/gstest"
@@ -160,6 +162,118 @@ func TestSQLiteGearmandRows(t *testing.T) {
 	wantSet(t, replayAll(t, s), want[3:])
 }
 
+// The writer's own connection (not database/sql's) syncs every commit:
+// WAL with synchronous=FULL, durable against power loss and not only
+// against a crash of the process.
+func TestSQLiteWriterDurable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	closeStore(t, openSQLiteT(t, path))
+	c, err := openWriterConn(path, DefaultSQLiteTable, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	for q, want := range map[string]string{"PRAGMA synchronous": "2", "PRAGMA journal_mode": "wal"} {
+		st, err := c.prepare(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		if sqlite3.Xsqlite3_step(c.tls, st) == sqlite3.SQLITE_ROW {
+			got = libc.GoString(sqlite3.Xsqlite3_column_text(c.tls, st, 0))
+		}
+		sqlite3.Xsqlite3_finalize(c.tls, st)
+		if got != want {
+			t.Errorf("%s: %q, want %q", q, got, want)
+		}
+	}
+}
+
+// Removes do not force commits of their own: queued before an Add, they
+// are in the file once that Add is acknowledged (they share its commit);
+// alone, they are written together after at most removeDelay.
+func TestSQLiteRemoveFolded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	s := openSQLiteT(t, path)
+	defer closeStore(t, s)
+	rec := func(i int) engine.Record {
+		return engine.Record{Function: []byte("fold"), Unique: fmt.Appendf(nil, "u%d", i), Priority: engine.Normal, Data: fmt.Appendf(nil, "d%d", i)}
+	}
+	var rs []engine.Record
+	for i := range 40 {
+		rs = append(rs, rec(i))
+	}
+	addAll(t, s, rs)
+	db := rawDB(t, path)
+	rows := func() int {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM gearman_queue`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	base := s.commits.Load()
+	for i := range 10 {
+		s.Remove(rec(i).Function, rec(i).Unique)
+	}
+	addAll(t, s, []engine.Record{rec(40)})
+	if n := rows(); n != 31 {
+		t.Fatalf("after the Add following 10 Removes: %d rows, want 31", n)
+	}
+	t.Logf("10 Removes and an Add: %d commits", s.commits.Load()-base)
+
+	// 20 Removes alone, 2 ms apart: a handful of commits, not 20.
+	base = s.commits.Load()
+	for i := 10; i < 30; i++ {
+		s.Remove(rec(i).Function, rec(i).Unique)
+		time.Sleep(2 * time.Millisecond)
+	}
+	gstest.Eventually(t, 5*time.Second, func() bool { return rows() == 11 }, "Removes alone not written")
+	if n := s.commits.Load() - base; n > 5 {
+		t.Errorf("20 Removes alone took %d commits", n)
+	} else {
+		t.Logf("20 Removes alone: %d commits", n)
+	}
+	closeStore(t, s)
+	s = openSQLiteT(t, path)
+	want := []engine.Record{}
+	for i := 30; i <= 40; i++ {
+		want = append(want, rec(i))
+	}
+	wantSet(t, replayAll(t, s), want)
+}
+
+// Rows bigger than the writer's value buffer (and the empty values after
+// one) round trip; empty values are stored as empty BLOBs, not NULL, even
+// in the writer's very first row.
+func TestSQLiteBigRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	s := openSQLiteT(t, path)
+	addAll(t, s, []engine.Record{{Function: []byte{}, Unique: []byte{}, Data: []byte{}}})
+	var types string
+	if err := rawDB(t, path).QueryRow(`SELECT typeof(unique_key) || typeof(function_name) || typeof(data) FROM gearman_queue`).Scan(&types); err != nil || types != "blobblobblob" {
+		t.Fatalf("empty values stored as %q, %v", types, err)
+	}
+	s.Remove([]byte{}, []byte{})
+	big := make([]byte, 3<<20)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	rs := []engine.Record{
+		{Function: []byte("big"), Unique: []byte("b1"), Priority: engine.Low, Data: big},
+		{Function: []byte("big"), Unique: []byte("b2"), Priority: engine.High, Data: big[:bufMin+1]},
+		{Function: []byte("big"), Unique: []byte{}, Priority: engine.Normal},
+		{Function: []byte("big"), Unique: []byte("b4"), Priority: engine.Normal, Data: []byte("small")},
+	}
+	for _, r := range rs {
+		addAll(t, s, []engine.Record{r})
+	}
+	closeStore(t, s)
+	s = openSQLiteT(t, path)
+	defer closeStore(t, s)
+	wantSet(t, replayAll(t, s), rs)
+}
+
 // A database locked by another process holds a batch for the busy timeout
 // (bounded), then fails it; the queue behind it is bounded; later batches
 // go through once the lock is gone.
@@ -237,7 +351,10 @@ func TestSQLiteBusyAndFull(t *testing.T) {
 	wantSet(t, replayAll(t, s), []engine.Record{rec(1), rec(2), rec(3), rec(4), rec(5), rec(7)})
 }
 
-const crashEnv = "GEARSHARD_SQLITE_CRASH_CHILD"
+const (
+	crashEnv       = "GEARSHARD_SQLITE_CRASH_CHILD"
+	crashRemoveEnv = "GEARSHARD_SQLITE_CRASH_REMOVE"
+)
 
 func crashRecord(n int) engine.Record {
 	return engine.Record{
@@ -250,8 +367,10 @@ func crashRecord(n int) engine.Record {
 }
 
 // crashChild adds records without end from 8 goroutines, 16 in flight
-// each, and prints "ack N" the moment record N is acknowledged.
-func crashChild(path string) {
+// each, and prints "ack N" the moment record N is acknowledged; with
+// removes, it then removes every even-numbered one (as a worker finishes
+// the job), so that Removes share the Adds' commits.
+func crashChild(path string, removes bool) {
 	s, err := OpenSQLite(path, "", zerolog.New(os.Stderr))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -265,11 +384,15 @@ func crashChild(path string) {
 			for {
 				sem <- struct{}{}
 				n := int(next.Add(1))
-				s.Add(crashRecord(n), func(err error) {
+				r := crashRecord(n)
+				s.Add(r, func(err error) {
 					if err == nil {
 						out.Lock()
 						_, _ = os.Stdout.WriteString("ack " + strconv.Itoa(n) + "\n")
 						out.Unlock()
+						if removes && n%2 == 0 {
+							s.Remove(r.Function, r.Unique)
+						}
 					}
 					<-sem
 				})
@@ -280,14 +403,26 @@ func crashChild(path string) {
 }
 
 // Every Add acknowledged before a kill -9 is in the file afterwards.
-func TestSQLiteCrash(t *testing.T) {
+func TestSQLiteCrash(t *testing.T) { testSQLiteCrash(t, "TestSQLiteCrash", false) }
+
+// Removes going with the Adds' commits (or held back for them) lose no
+// acknowledged Add in a kill -9 either; a removed record may or may not be
+// there afterwards (at least once), and the file is sound.
+func TestSQLiteCrashWithRemoves(t *testing.T) {
+	testSQLiteCrash(t, "TestSQLiteCrashWithRemoves", true)
+}
+
+func testSQLiteCrash(t *testing.T, name string, removes bool) {
 	if path := os.Getenv(crashEnv); path != "" {
-		crashChild(path)
+		crashChild(path, os.Getenv(crashRemoveEnv) != "")
 		return
 	}
 	path := filepath.Join(t.TempDir(), "crash.db")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSQLiteCrash$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+name+"$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashEnv+"="+path)
+	if removes {
+		cmd.Env = append(cmd.Env, crashRemoveEnv+"=1")
+	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -322,10 +457,14 @@ func TestSQLiteCrash(t *testing.T) {
 	s := openSQLiteT(t, path)
 	defer closeStore(t, s)
 	got := replayAll(t, s)
-	missing := 0
+	missing, removed := 0, 0
 	for n := range acked {
 		want := crashRecord(n)
 		r, ok := got[recKey(want.Function, want.Unique)]
+		if !ok && removes && n%2 == 0 {
+			removed++
+			continue
+		}
 		if !ok || string(r.Data) != string(want.Data) || r.Priority != want.Priority || r.When != want.When {
 			if missing < 10 {
 				t.Errorf("acknowledged record %d: replayed %v as %+v", n, ok, r)
@@ -336,7 +475,14 @@ func TestSQLiteCrash(t *testing.T) {
 	if missing > 0 {
 		t.Fatalf("%d of %d acknowledged records lost", missing, len(acked))
 	}
-	t.Logf("killed after %d acknowledged adds; %d records in the file, all acknowledged ones among them", len(acked), len(got))
+	t.Logf("killed after %d acknowledged adds; %d records in the file, all acknowledged ones among them (but %d removed)", len(acked), len(got), removed)
+	if removes && removed == 0 {
+		t.Errorf("no Remove reached the file")
+	}
+	var check string
+	if err := rawDB(t, path).QueryRow(`PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
+		t.Errorf("integrity_check: %q, %v", check, err)
+	}
 }
 
 func loopbackPort(t *testing.T) int {
