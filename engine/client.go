@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -160,11 +161,16 @@ type waiter struct {
 }
 
 // persisted runs when the store has written (or failed to write) a job:
-// its JOB_CREATED goes out and the job starts, or the client gets an
-// ERROR and the job is forgotten. Runs on a store goroutine.
+// its JOB_CREATED is released and the job starts, or the client gets an
+// ERROR and the job is forgotten. Runs on a store goroutine; the replies
+// wait in the engine's ack turn until the store calls flushAcks after the
+// batch.
 func (e *Engine) persisted(s *shard, id uint64, sess *Session, gate uint64, err error) {
-	var t Turn
+	e.acks.mu.Lock()
+	defer e.acks.mu.Unlock()
+	t := &e.acks.turn
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	j := s.job(id)
 	alive := j != nil && j.state == statePersisting
 	var repl []byte
@@ -180,15 +186,36 @@ func (e *Engine) persisted(s *shard, id uint64, sess *Session, gate uint64, err 
 		}
 	} else if alive {
 		s.debugJob(j).Msg("job stored")
-		s.start(&t, j, j.deadline)
+		s.start(t, j, j.deadline)
 	}
 	t.release(sess, gate, repl)
 	for _, w := range s.waiters[id] {
 		t.release(w.sess, w.gate, repl)
 	}
 	delete(s.waiters, id)
-	s.mu.Unlock()
+}
+
+// ackTurn collects the replies released by the store's callbacks between
+// two flushAcks.
+type ackTurn struct {
+	mu    sync.Mutex
+	turn  Turn
+	spare []*Session // the last flushed Dirty list, for reuse
+}
+
+// flushAcks sends what the store's callbacks released: the store calls it
+// after each run of callbacks (Store.AfterDone).
+func (e *Engine) flushAcks() {
+	e.acks.mu.Lock()
+	t := e.acks.turn
+	e.acks.turn = Turn{Dirty: e.acks.spare}
+	e.acks.spare = nil
+	e.acks.mu.Unlock()
 	e.dispatch(&t)
+	t.Reset()
+	e.acks.mu.Lock()
+	e.acks.spare = t.Dirty
+	e.acks.mu.Unlock()
 }
 
 // start lets a new job run: queued now, or held until its run-at time

@@ -48,6 +48,8 @@ type Engine struct {
 	sessions map[uint64]*Session
 	nextSess atomic.Uint64
 
+	acks ackTurn // replies released by the persistent queue, until it flushes them
+
 	started time.Time // origin of the job timings' clock
 	debug   bool      // the log takes per-job debug lines
 }
@@ -85,6 +87,9 @@ func New(opts Options) (*Engine, error) {
 	e.shards = make([]*shard, opts.Shards)
 	for i := range e.shards {
 		e.shards[i] = newShard(e, i)
+	}
+	if opts.Store != nil {
+		opts.Store.AfterDone(e.flushAcks)
 	}
 	return e, nil
 }

@@ -26,9 +26,15 @@ const StoredUniquePrefix = "gs~"
 // blocks on the database.
 type Store interface {
 	// Add persists r and calls done once r is durable, or with an error
-	// (then r is not stored), from a goroutine of the store's. r's slices
-	// stay valid until done is called.
+	// (then r is not stored), from a goroutine of the store's (or, for an
+	// Add refused at once, possibly the caller's). r's slices stay valid
+	// until done is called.
 	Add(r Record, done func(error))
+	// AfterDone sets fn, which the store calls after each run of done
+	// calls (a batch's, or a refused Add's), on the goroutine that made
+	// them. The engine holds the replies that done produces until then,
+	// so that a batch's JOB_CREATEDs leave in one write per connection.
+	AfterDone(fn func())
 	// Remove deletes the record of (function, unique), after any earlier
 	// Add of the same key. The slices are valid only during the call.
 	Remove(function, unique []byte)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ type heldStore struct {
 	pending []pendingAdd
 	removed []string
 	replay  []Record
+	flush   func()
 }
 
 type pendingAdd struct {
@@ -57,6 +59,8 @@ func (h *heldStore) Replay(fn func(Record)) error {
 
 func (h *heldStore) Close() error { return nil }
 
+func (h *heldStore) AfterDone(fn func()) { h.flush = fn }
+
 // ack acknowledges every held Add, with err (nil: durable).
 func (h *heldStore) ack(err error) {
 	h.mu.Lock()
@@ -72,6 +76,7 @@ func (h *heldStore) ack(err error) {
 	for _, p := range batch {
 		p.done(err)
 	}
+	h.flush()
 }
 
 func TestPersistHoldsJobCreatedUntilDurable(t *testing.T) {
@@ -185,5 +190,56 @@ func TestReplay(t *testing.T) {
 	e.Handle(&tr, c, req(wire.GetStatusUnique, "later"))
 	if p := expectOne(t, c, wire.StatusResUnique); string(p.Field[1]) != "1" {
 		t.Fatalf("epoch job not known after replay: %v", p.String())
+	}
+}
+
+// The JOB_CREATEDs a batch releases are dispatched together when the store
+// says the batch is done: one flush per connection, not one per job.
+func TestStoreBatchFlushesOncePerConnection(t *testing.T) {
+	st := newHeldStore()
+	e := newTestEngine(t, 2, func(o *Options) { o.Store = st })
+	var flushes [][]uint64
+	created := map[uint64]int{} // JOB_CREATEDs written, by session
+	e.SetDispatcher(func(tr *Turn) {
+		var ids []uint64
+		for _, s := range tr.Dirty {
+			ids = append(ids, s.ID)
+			for _, p := range drain(t, s) { // as the network layer's flush would
+				if p.Type == wire.JobCreated {
+					created[s.ID]++
+				}
+			}
+		}
+		flushes = append(flushes, ids)
+	})
+	var tr Turn
+	c1 := e.NewSession(1, "127.0.0.1", nil)
+	c2 := e.NewSession(2, "127.0.0.1", nil)
+	for i := range 10 {
+		c := c1
+		if i%2 == 1 {
+			c = c2
+		}
+		e.Handle(&tr, c, req(wire.SubmitJobBG, "f"+strconv.Itoa(i), "", "x"))
+	}
+	for _, c := range []*Session{c1, c2} {
+		if out := c.takeOutput(); len(out) != 0 { // as the event loop flushes its turn
+			t.Fatalf("JOB_CREATED went out before the job was stored: %q", out)
+		}
+	}
+	tr.Reset()
+	if len(flushes) != 0 {
+		t.Fatalf("dispatched %v before the store acknowledged anything", flushes)
+	}
+	st.ack(nil)
+	if len(flushes) != 1 || len(flushes[0]) != 2 || flushes[0][0] == flushes[0][1] {
+		t.Fatalf("one batch of 10 jobs from 2 connections dispatched as %v, want one flush of both", flushes)
+	}
+	if created[c1.ID] != 5 || created[c2.ID] != 5 {
+		t.Fatalf("JOB_CREATEDs written %v, want 5 each", created)
+	}
+	st.ack(nil) // an empty batch: nothing to send
+	if len(flushes) != 1 {
+		t.Fatalf("an empty batch dispatched %v", flushes[1:])
 	}
 }

@@ -37,6 +37,7 @@ func testStore(t *testing.T, fresh storeAt) {
 	t.Run("RemoveMany", func(t *testing.T) { testRemoveMany(t, fresh(t)) })
 	t.Run("Order", func(t *testing.T) { testOrder(t, fresh(t)) })
 	t.Run("CloseFlushes", func(t *testing.T) { testCloseFlushes(t, fresh(t)) })
+	t.Run("AfterDone", func(t *testing.T) { testAfterDone(t, fresh(t)) })
 	t.Run("AddAfterClose", func(t *testing.T) {
 		open := fresh(t)
 		s := open(t)
@@ -401,5 +402,68 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 		return true
 	case <-time.After(d):
 		return false
+	}
+}
+
+// testAfterDone: every done call is followed, on the same goroutine, by a
+// call of the AfterDone function (the engine sends a batch's replies then),
+// for a batch of acknowledged Adds and for a refused one.
+func testAfterDone(t *testing.T, open func(t *testing.T) engine.Store) {
+	s := open(t)
+	var mu sync.Mutex
+	unflushed := 0 // done calls not yet followed by an after call
+	afters := 0
+	s.AfterDone(func() {
+		mu.Lock()
+		unflushed = 0
+		afters++
+		mu.Unlock()
+	})
+	const n = 300
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := range n {
+		r := engine.Record{Function: []byte("after"), Unique: fmt.Appendf(nil, "u%d", i), Priority: engine.Normal, Data: []byte("d")}
+		s.Add(r, func(err error) {
+			if err != nil {
+				t.Errorf("add %d: %v", i, err)
+			}
+			mu.Lock()
+			unflushed++
+			mu.Unlock()
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	closeStore(t, s) // after Close every callback run has ended
+	mu.Lock()
+	if unflushed != 0 || afters == 0 || afters > n {
+		t.Errorf("%d done calls never followed by the after function (%d after calls for %d Adds)", unflushed, afters, n)
+	}
+	mu.Unlock()
+
+	refused := make(chan struct{})
+	s.Add(engine.Record{Function: []byte("after"), Unique: []byte("late"), Priority: engine.Normal}, func(err error) {
+		if err == nil {
+			t.Errorf("Add after Close acknowledged")
+		}
+		mu.Lock()
+		unflushed++
+		mu.Unlock()
+		close(refused)
+	})
+	<-refused
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		u := unflushed
+		mu.Unlock()
+		if u == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a refused Add's done was not followed by the after function")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -54,7 +54,8 @@ type netBackend interface {
 }
 
 type netQueue struct {
-	log zerolog.Logger
+	log   zerolog.Logger
+	after afterDone
 
 	mu      sync.Mutex
 	ops     []netOp
@@ -104,7 +105,7 @@ func (q *netQueue) add(r engine.Record, done func(error)) {
 	}
 	q.mu.Unlock()
 	if err != nil {
-		go done(err)
+		go q.after.refuse(done, err)
 		return
 	}
 	q.signal()
@@ -256,6 +257,7 @@ func (q *netQueue) run(b netBackend) {
 					dropErr, dropOp = e, op
 				}
 			}
+			q.after.call()
 			if dropped > 0 {
 				q.log.Warn().Err(dropErr).Int("removes", dropped).Bytes("function", dropOp.rec.Function).Bytes("unique", dropOp.rec.Unique).
 					Msg("persistent queue: removes failed; those jobs will be replayed at the next start")

@@ -168,7 +168,7 @@ func (p *Postgres) Add(r engine.Record, done func(error)) {
 	}
 	if err != nil {
 		if done != nil {
-			go done(err)
+			go p.q.after.refuse(done, err)
 		}
 		return
 	}
@@ -176,6 +176,9 @@ func (p *Postgres) Add(r engine.Record, done func(error)) {
 }
 
 func (p *Postgres) netq() *netQueue { return &p.q }
+
+// AfterDone implements engine.Store.
+func (p *Postgres) AfterDone(fn func()) { p.q.after.set(fn) }
 
 // Remove implements engine.Store.
 func (p *Postgres) Remove(function, unique []byte) { p.q.remove(function, unique) }

@@ -88,6 +88,9 @@ func OpenRedis(addr, password, prefix string, log zerolog.Logger) (*Redis, error
 // Add implements engine.Store.
 func (r *Redis) Add(rec engine.Record, done func(error)) { r.q.add(rec, done) }
 
+// AfterDone implements engine.Store.
+func (r *Redis) AfterDone(fn func()) { r.q.after.set(fn) }
+
 func (r *Redis) netq() *netQueue { return &r.q }
 
 // Remove implements engine.Store.

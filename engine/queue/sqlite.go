@@ -79,6 +79,7 @@ type SQLite struct {
 	textKeys bool
 
 	commits atomic.Uint64 // transactions committed, for tests
+	after   afterDone
 
 	// Owned by the writer goroutine.
 	conn *writerConn
@@ -220,7 +221,7 @@ func (s *SQLite) Add(r engine.Record, done func(error)) {
 	}
 	s.mu.Unlock()
 	if err != nil {
-		done(err)
+		s.after.refuse(done, err)
 		return
 	}
 	s.wake()
@@ -284,7 +285,7 @@ func (s *SQLite) run() {
 	acks := make(chan written, 2)
 	spare := make(chan []op, 3)
 	acked := make(chan struct{})
-	go acknowledge(acks, spare, acked)
+	go acknowledge(acks, spare, acked, s.after.call)
 	defer func() {
 		close(acks)
 		<-acked
@@ -338,9 +339,9 @@ type written struct {
 	err   error
 }
 
-// acknowledge runs the callbacks of each batch in turn and passes the
-// emptied batch back for reuse.
-func acknowledge(acks <-chan written, spare chan<- []op, done chan<- struct{}) {
+// acknowledge runs the callbacks of each batch in turn, then after, and
+// passes the emptied batch back for reuse.
+func acknowledge(acks <-chan written, spare chan<- []op, done chan<- struct{}, after func()) {
 	defer close(done)
 	for w := range acks {
 		for i := range w.batch {
@@ -348,6 +349,7 @@ func acknowledge(acks <-chan written, spare chan<- []op, done chan<- struct{}) {
 				d(w.err)
 			}
 		}
+		after()
 		clear(w.batch) // let go of the records' memory
 		if cap(w.batch) <= 1<<16 {
 			select {
@@ -678,5 +680,8 @@ func (c *writerConn) close() {
 	c.tls.Close()
 	*c = writerConn{}
 }
+
+// AfterDone implements engine.Store.
+func (s *SQLite) AfterDone(fn func()) { s.after.set(fn) }
 
 var _ engine.Store = (*SQLite)(nil)
