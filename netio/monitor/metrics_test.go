@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
@@ -22,10 +20,10 @@ import (
 	"gearshard/wire"
 )
 
-// scrape fetches /metrics and parses it with Prometheus's own parser.
+// scrape fetches url+"metrics" and parses it with Prometheus's own parser.
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
+	resp, err := http.Get(url + "metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,35 +71,12 @@ next:
 	return 0, false
 }
 
-// statusRows parses "status" or "prioritystatus" into name -> columns.
-func statusRows(t *testing.T, text string) map[string][]int {
-	t.Helper()
-	rows := map[string][]int{}
-	for _, line := range strings.Split(strings.TrimSuffix(text, ".\n"), "\n") {
-		if line == "" {
-			continue
-		}
-		f := strings.Split(line, "\t")
-		var nums []int
-		for _, s := range f[1:] {
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				t.Fatalf("status line %q", line)
-			}
-			nums = append(nums, n)
-		}
-		rows[f[0]] = nums
-	}
-	return rows
-}
-
 // A scrape of a server that has run a load and holds queued and running
 // jobs shows, per function and per shard, what status and prioritystatus
 // show, and the counters add up to the jobs that ran.
 func TestScrapeMatchesStatus(t *testing.T) {
 	srv := gstest.Start(t, func(c *gstest.Config) { c.Engine.Shards = 4 })
-	web := httptest.NewServer(monitor.New(srv.Engine, monitor.Options{Version: "test"}))
-	defer web.Close()
+	web, _ := startMonitor(t, srv.Engine, monitor.Options{Version: "test"})
 
 	// Scrapes during the load must not disturb it (and -race watches).
 	ctx, cancel := context.WithCancel(context.Background())
@@ -110,7 +85,7 @@ func TestScrapeMatchesStatus(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			if resp, err := http.Get(web.URL + "/metrics"); err == nil {
+			if resp, err := http.Get(web + "metrics"); err == nil {
 				resp.Body.Close()
 			}
 		}
@@ -126,52 +101,39 @@ func TestScrapeMatchesStatus(t *testing.T) {
 	}
 
 	// A held state: queued jobs at each priority with no worker, and two
-	// jobs held by a worker that does not answer.
-	c := gstest.Dial(t, srv.Addr)
+	// jobs held by workers that do not answer.
 	for i := range 10 {
 		fn := "queued-" + strconv.Itoa(i)
-		for range i + 1 {
-			c.Send(wire.SubmitJobBG, fn, "", "x")
-			c.Expect(wire.JobCreated)
-		}
-		c.Send(wire.SubmitJobHighBG, fn, "", "h")
-		c.Expect(wire.JobCreated)
+		submitBackground(t, srv.Addr, wire.SubmitJobBG, fn, i+1)
+		submitBackground(t, srv.Addr, wire.SubmitJobHighBG, fn, 1)
 	}
-	for range 3 {
-		c.Send(wire.SubmitJobLowBG, "held", "", "y")
-		c.Expect(wire.JobCreated)
-	}
-	w := gstest.Dial(t, srv.Addr)
-	w.Send(wire.CanDo, "held")
-	for range 2 {
-		w.Send(wire.GrabJob)
-		w.Expect(wire.JobAssign)
-	}
+	submitBackground(t, srv.Addr, wire.SubmitJobLowBG, "held", 1)
+	holdJobs(t, srv.Addr, "held", 2)
 
 	adm := gstest.Dial(t, srv.Addr)
-	status := statusRows(t, adm.Admin("status"))
-	prio := statusRows(t, adm.Admin("prioritystatus"))
-	fams := scrape(t, web.URL)
+	adm.Admin("version") // an admin connection, for the connection kinds
+	status := adminStatus(t, srv.Addr)
+	fams := scrape(t, web)
 
 	if len(status) != 4+10+1 {
 		t.Fatalf("status lists %d functions: %v", len(status), status)
 	}
 	for name, cols := range status {
-		for i, fam := range []string{"gearshard_function_jobs", "gearshard_function_running_jobs", "gearshard_function_workers"} {
-			if v, ok := value(fams, fam, "function", name); !ok || int(v) != cols[i] {
-				t.Errorf("%s{function=%q} = %v (present %v), status says %d", fam, name, v, ok, cols[i])
+		for i, fam := range []string{"gearshard_function_jobs", "gearshard_function_running_jobs", "gearshard_function_workers",
+			"gearshard_function_queued_jobs", "gearshard_function_queued_jobs", "gearshard_function_queued_jobs"} {
+			labels := []string{"function", name}
+			if i >= 3 {
+				labels = append(labels, "priority", []string{"high", "normal", "low"}[i-3])
 			}
-		}
-		for i, p := range []string{"high", "normal", "low"} {
-			if v, ok := value(fams, "gearshard_function_queued_jobs", "function", name, "priority", p); !ok || int(v) != prio[name][i] {
-				t.Errorf("queued{function=%q,priority=%s} = %v, prioritystatus says %d", name, p, v, prio[name][i])
+			if v, ok := value(fams, fam, labels...); !ok || int(v) != cols[i] {
+				t.Errorf("%s%v = %v (present %v), status/prioritystatus say %d", fam, labels, v, ok, cols[i])
 			}
 		}
 	}
 	// Per shard: the queued jobs of the functions it owns.
 	wantShard := make([]int, 4)
-	for name, cols := range prio {
-		wantShard[srv.Engine.ShardOf([]byte(name))] += cols[0] + cols[1] + cols[2]
+	for name, cols := range status {
+		wantShard[srv.Engine.ShardOf([]byte(name))] += cols[3] + cols[4] + cols[5]
 	}
 	for i, want := range wantShard {
 		if v, ok := value(fams, "gearshard_shard_queued_jobs", "shard", strconv.Itoa(i)); !ok || int(v) != want {
@@ -203,8 +165,9 @@ func TestScrapeMatchesStatus(t *testing.T) {
 	if finished != float64(res.Jobs) {
 		t.Errorf("shards finished %v jobs, want %d", finished, res.Jobs)
 	}
-	// Connections: c submitted, w registered, adm ran commands.
-	for kind, want := range map[string]float64{"client": 1, "worker": 1, "admin": 1} {
+	// Connections: the two holding workers and the admin connection; the
+	// submitting connections are gone.
+	for kind, want := range map[string]float64{"client": 0, "worker": 2, "admin": 1} {
 		if v, _ := value(fams, "gearshard_connections", "kind", kind); v != want {
 			t.Errorf("connections{kind=%s} = %v, want %v", kind, v, want)
 		}
@@ -220,19 +183,14 @@ func TestScrapeMatchesStatus(t *testing.T) {
 // their own series does not change as more arrive.
 func TestMetricsCapFoldsFunctions(t *testing.T) {
 	srv := gstest.Start(t, func(c *gstest.Config) { c.Engine.Shards = 2 })
-	web := httptest.NewServer(monitor.New(srv.Engine, monitor.Options{MaxFunctions: 3}))
-	defer web.Close()
-	c := gstest.Dial(t, srv.Addr)
-	submit := func(fn string) {
-		c.Send(wire.SubmitJobBG, fn, "", "x")
-		c.Expect(wire.JobCreated)
-	}
+	web, _ := startMonitor(t, srv.Engine, monitor.Options{MaxFunctions: 3})
+	submit := func(fn string) { submitBackground(t, srv.Addr, wire.SubmitJobBG, fn, 1) }
 	for _, fn := range []string{"m1", "m2", "m3", "m4", "m5"} {
 		submit(fn)
 	}
 	check := func(own []string, other float64) {
 		t.Helper()
-		fams := scrape(t, web.URL)
+		fams := scrape(t, web)
 		var labels []string
 		for _, m := range fams["gearshard_function_jobs"].Metric {
 			labels = append(labels, m.Label[0].GetValue())
@@ -257,14 +215,13 @@ func TestMetricsCapFoldsFunctions(t *testing.T) {
 // The dashboard's JSON says the same as the metrics.
 func TestStatsJSON(t *testing.T) {
 	srv := gstest.Start(t, nil)
-	web := httptest.NewServer(monitor.New(srv.Engine, monitor.Options{Version: "v-test"}))
-	defer web.Close()
+	web, _ := startMonitor(t, srv.Engine, monitor.Options{Version: "v-test"})
 	c := gstest.Dial(t, srv.Addr)
 	for range 3 {
 		c.Send(wire.SubmitJobBG, "j", "", "x")
 		c.Expect(wire.JobCreated)
 	}
-	resp, err := http.Get(web.URL + "/api/stats")
+	resp, err := http.Get(web + "api/stats")
 	if err != nil {
 		t.Fatal(err)
 	}
