@@ -93,12 +93,12 @@ func RunSuite(ctx context.Context, sc SuiteConfig, out io.Writer) error {
 		{title: fmt.Sprintf("drain %d queued jobs", gdDrain), scenario: "drain", cfg: queue(gdDrain, 1), a: gd("0"), b: gs(), rounds: 1},
 		{title: fmt.Sprintf("drain %d vs %d queued jobs (gearshard)", small, big), scenario: "drain", cfg: queue(small, 1),
 			a: gs(), b: gs(), rounds: 1},
-		{title: fmt.Sprintf("submit-only %d jobs", big), scenario: "submit-only", cfg: queue(big, 1), a: gd("0"), b: gs(), rounds: 1, bars: []bar{
+		{title: fmt.Sprintf("submit-only %d jobs", big), scenario: "submit-only", cfg: queue(big, 1), a: gd("0"), b: gs(), rounds: rounds, bars: []bar{
 			{"submit-only: enqueue rate ≥ 1.5× gearmand's", "submit_per_sec", "ratio", faster(1.5), "×"},
 			{"submit-only: memory per queued 64-byte job ≤ 300 bytes", "RSS/job", "b", cheaper(300), "bytes"},
 		}},
 		{title: fmt.Sprintf("status with %d jobs over 1000 functions, fg load running", big), scenario: "status",
-			cfg: func() Config { c := queue(big, 1000); c.Duration = dur; return c }(), a: gd("0"), b: gs(), rounds: 1, bars: []bar{
+			cfg: func() Config { c := queue(big, 1000); c.Duration = dur; return c }(), a: gd("0"), b: gs(), rounds: rounds, bars: []bar{
 				{"status at 1M jobs / 1000 functions: p99 ≤ 1 ms under fg load", "p99", "b", cheaper(1000), "µs"},
 			}},
 		{title: "multi-core: gearshard -t 2 vs -t 1 (fg, 64 functions)", scenario: "fg", cfg: fg64, a: gs("-t", "1"), b: gs("-t", "2"),
