@@ -18,10 +18,10 @@ ifeq (run,$(firstword $(MAKECMDGOALS)))
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test deps vet bench fuzz bench-compare soak
+.PHONY: help build run test deps vet bench fuzz bench-compare bench-persist soak
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/gearshard
 	$(GO) build -o $(BIN) ./cmd/gearshard
@@ -54,13 +54,13 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 soak: build ## mixed load with faults against a fresh server for DURATION (default 2m)
 	./$(BIN) bench soak -d $(DURATION) --server-cmd "./$(BIN) -L 127.0.0.1 -p {port} -l none"
 
-bench-compare: build ## gearshard vs Debian's gearmand, standard scenarios, into bench/RESULTS.md (~15 min)
-	@dpkg-query -W -f='$${Status}' gearman-job-server 2>/dev/null | grep -q 'ok installed' || \
-		{ [ "$$(id -u)" -eq 0 ] || { echo "bench-compare: run as root to install gearman-job-server" >&2; exit 1; }; \
-		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gearman-job-server >/dev/null; }
+bench-persist: deps ## persisted background submissions vs gearmand per store, servers started here (~2 min)
+	PERSIST_OUT=$(CURDIR)/bench/persist-table.md $(GO) test -run '^$$' -bench PersistedVsGearmand -benchtime 1x ./bench/
+
+bench-compare: deps build bench-persist ## gearshard vs Debian's gearmand, standard scenarios, into bench/RESULTS.md (~17 min)
 	./$(BIN) bench suite --rounds 3 -o bench/RESULTS.md
 	@{ echo; echo '## Go benchmarks: engine hot path and shard scaling'; echo; \
 	   echo 'Reproduce: `go test -run ^$$ -bench . -benchmem ./engine/ ./wire/`'; echo; echo '```'; \
 	   $(GO) test -run '^$$' -bench 'JobCycle|ShardsParallel|AdminStatus|Decode|Append' -benchmem -count 3 ./engine/ ./wire/ | grep -E '^(Benchmark|cpu|goos)'; \
-	   echo '```'; cat bench/limits.md bench/persist.md; } >> bench/RESULTS.md
+	   echo '```'; cat bench/limits.md bench/persist.md bench/persist-table.md; } >> bench/RESULTS.md
 	@echo "wrote bench/RESULTS.md"
