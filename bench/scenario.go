@@ -443,18 +443,25 @@ func runBG(ctx context.Context, cfg Config, r *Result) error {
 	start := time.Now()
 	submitBG(cfg, jobs, func(seq uint64) []byte { return funcName(int(seq) % cfg.Funcs) }, &created, &errs)
 	submitted := time.Since(start)
-	waitCount(ctx, &d.drained, created.Load(), &errs)
-	elapsed := time.Since(start)
+	d.drainTo(ctx, r, created.Load(), start, meter, &errs)
 	close(stopProgress)
-	meter.finish(r, d.drained.Load())
-	d.finish(created.Load(), &errs)
-	r.Jobs, r.Errors, r.Elapsed = d.drained.Load(), errs.n.Load(), elapsed
-	r.JobsPerSec = float64(r.Jobs) / elapsed.Seconds()
 	r.Extra = map[string]float64{
 		"submit_per_sec": float64(created.Load()) / submitted.Seconds(),
-		"drain_per_sec":  float64(r.Jobs) / elapsed.Seconds(),
+		"drain_per_sec":  r.JobsPerSec,
 	}
 	return errs.first
+}
+
+// drainTo waits until the drainers have done the n jobs queued, checks
+// them, and fills r's count, errors, time and rate since start, and the
+// server's CPU figures.
+func (d *drainers) drainTo(ctx context.Context, r *Result, n int64, start time.Time, meter *procMeter, errs *errCounter) {
+	waitCount(ctx, &d.drained, n, errs)
+	elapsed := time.Since(start)
+	meter.finish(r, d.drained.Load())
+	d.finish(n, errs)
+	r.Jobs, r.Errors, r.Elapsed = d.drained.Load(), errs.n.Load(), elapsed
+	r.JobsPerSec = float64(r.Jobs) / elapsed.Seconds()
 }
 
 // waitCount polls until counter reaches n, ctx ends, or it stops moving
@@ -515,13 +522,8 @@ func runDrain(ctx context.Context, cfg Config, r *Result, drain bool) error {
 	d := startDrainers(ctx, cfg, &errs)
 	stopProgress = make(chan struct{})
 	go progress(cfg.Progress, r.Scenario, &d.drained, stopProgress)
-	waitCount(ctx, &d.drained, created.Load(), &errs)
-	elapsed := time.Since(start)
+	d.drainTo(ctx, r, created.Load(), start, meter, &errs)
 	close(stopProgress)
-	meter.finish(r, d.drained.Load())
-	d.finish(created.Load(), &errs)
-	r.Jobs, r.Errors, r.Elapsed = d.drained.Load(), errs.n.Load(), elapsed
-	r.JobsPerSec = float64(r.Jobs) / elapsed.Seconds()
 	r.Extra["drain_per_sec"] = r.JobsPerSec
 	return errs.first
 }
