@@ -18,10 +18,6 @@ let history = []; // jobs/s per poll, oldest first
 let lastOK = null; // Date of the last good poll
 let polls = 0;
 
-function finishedOf(f) {
-  return f.completed + f.failed + f.exceptions;
-}
-
 function fmtInt(n) {
   return intFmt.format(n);
 }
@@ -66,8 +62,10 @@ function setText(id, text) {
 // rates turns two samples into jobs/s, over the server's own clock between
 // the two snapshots (not the browser's, which also counts network delay).
 function rates(st) {
-  const finished = st.functions.reduce((sum, f) => sum + finishedOf(f), 0);
+  // Shard counters, not the functions': they never go back (a dropped
+  // function takes its own counters with it).
   const shards = st.shards.map((s) => s.finished);
+  const finished = shards.reduce((sum, n) => sum + n, 0);
   const cur = { uptime: st.uptime_seconds, finished, shards };
   let total = null;
   let perShard = shards.map(() => null);
