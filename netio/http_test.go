@@ -162,12 +162,32 @@ func grabWait(t *testing.T, w *gstest.Conn) gstest.Packet {
 	}
 }
 
+// grabExpect waits for the next job on w (see grabWait) and fails unless it
+// is for fn with workload data. It returns the job's handle.
+func grabExpect(t *testing.T, w *gstest.Conn, fn, data string) string {
+	t.Helper()
+	job := grabWait(t, w)
+	if job.Fields[1] != fn || job.Fields[2] != data {
+		t.Fatalf("worker got %v, want a job for %s with workload %q", job, fn, data)
+	}
+	return job.Fields[0]
+}
+
 func reverse(s string) string {
 	b := []byte(s)
 	for i, j := 0, len(b)-1; i < j; i, j = i+1, j-1 {
 		b[i], b[j] = b[j], b[i]
 	}
 	return string(b)
+}
+
+// expectAdmin sends the admin command cmd on a and fails unless the reply
+// is exactly want.
+func expectAdmin(t *testing.T, a *gstest.Conn, cmd, want string) {
+	t.Helper()
+	if got := a.Admin(cmd); got != want {
+		t.Fatalf("admin %s: got %q, want %q", cmd, got, want)
+	}
 }
 
 // statusOf is the admin status line of fn without the name ("total
@@ -198,17 +218,14 @@ func TestHTTPReverse(t *testing.T) {
 	c := newClient(t)
 	w := worker(t, srv, "reverse")
 	ch := do(c, newReq(t, "POST", srv.Base+"/reverse", "Hello world!"))
-	job := grabWait(t, w)
-	if job.Fields[1] != "reverse" || job.Fields[2] != "Hello world!" {
-		t.Fatalf("worker got %v", job)
-	}
-	w.Send(wire.WorkComplete, job.Fields[0], reverse(job.Fields[2]))
+	h := grabExpect(t, w, "reverse", "Hello world!")
+	w.Send(wire.WorkComplete, h, reverse("Hello world!"))
 	r := wait(t, ch)
 	if r.code != 200 || r.body != "!dlrow olleH" || r.clen != 12 {
 		t.Fatalf("got %v (Content-Length %d), want 200 \"!dlrow olleH\"", r, r.clen)
 	}
-	if got := r.hdr.Get("X-Gearman-Job-Handle"); got != job.Fields[0] {
-		t.Errorf("X-Gearman-Job-Handle %q, want %q", got, job.Fields[0])
+	if got := r.hdr.Get("X-Gearman-Job-Handle"); got != h {
+		t.Errorf("X-Gearman-Job-Handle %q, want %q", got, h)
 	}
 }
 
@@ -224,13 +241,10 @@ func TestHTTPBackgroundLowPriority(t *testing.T) {
 		t.Fatalf("got %v, want 200, empty body, a handle", r)
 	}
 	a := gstest.Dial(t, srv.Addr)
-	if got := a.Admin("prioritystatus"); got != "reverse\t0\t0\t1\t0\n.\n" {
-		t.Fatalf("prioritystatus %q, want one low job", got)
-	}
+	expectAdmin(t, a, "prioritystatus", "reverse\t0\t0\t1\t0\n.\n") // one low job
 	w := worker(t, srv, "reverse")
-	job := grabWait(t, w)
-	if job.Fields[0] != h || job.Fields[2] != "Hello world!" {
-		t.Fatalf("worker got %v, want handle %s", job, h)
+	if got := grabExpect(t, w, "reverse", "Hello world!"); got != h {
+		t.Fatalf("worker got handle %s, want %s", got, h)
 	}
 	w.Send(wire.WorkComplete, h, "!dlrow olleH")
 	gstest.Eventually(t, 5*time.Second, func() bool { return a.Admin("status") == "reverse\t0\t0\t1\n.\n" },
@@ -244,33 +258,24 @@ func TestHTTPMethods(t *testing.T) {
 
 	// GET: empty workload.
 	ch := do(c, newReq(t, "GET", srv.Base+"/fn", ""))
-	job := grabWait(t, w)
-	if job.Fields[1] != "fn" || job.Fields[2] != "" {
-		t.Fatalf("GET: worker got %v, want empty workload", job)
-	}
-	w.Send(wire.WorkComplete, job.Fields[0], "got")
-	if r := wait(t, ch); r.code != 200 || r.body != "got" || r.hdr.Get("X-Gearman-Job-Handle") != job.Fields[0] {
+	h := grabExpect(t, w, "fn", "")
+	w.Send(wire.WorkComplete, h, "got")
+	if r := wait(t, ch); r.code != 200 || r.body != "got" || r.hdr.Get("X-Gearman-Job-Handle") != h {
 		t.Fatalf("GET: %v", r)
 	}
 
 	// HEAD: a job, the result's length, no body.
 	ch = do(c, newReq(t, "HEAD", srv.Base+"/fn", ""))
-	job = grabWait(t, w)
-	if job.Fields[2] != "" {
-		t.Fatalf("HEAD: worker got %v", job)
-	}
-	w.Send(wire.WorkComplete, job.Fields[0], "three")
-	if r := wait(t, ch); r.code != 200 || r.body != "" || r.clen != 5 || r.hdr.Get("X-Gearman-Job-Handle") != job.Fields[0] {
+	h = grabExpect(t, w, "fn", "")
+	w.Send(wire.WorkComplete, h, "three")
+	if r := wait(t, ch); r.code != 200 || r.body != "" || r.clen != 5 || r.hdr.Get("X-Gearman-Job-Handle") != h {
 		t.Fatalf("HEAD: %v, Content-Length %d", r, r.clen)
 	}
 
 	// PUT: the body is the workload.
 	ch = do(c, newReq(t, "PUT", srv.Base+"/fn", "put-data"))
-	job = grabWait(t, w)
-	if job.Fields[2] != "put-data" {
-		t.Fatalf("PUT: worker got %v", job)
-	}
-	w.Send(wire.WorkComplete, job.Fields[0], "stored")
+	h = grabExpect(t, w, "fn", "put-data")
+	w.Send(wire.WorkComplete, h, "stored")
 	if r := wait(t, ch); r.code != 200 || r.body != "stored" {
 		t.Fatalf("PUT: %v", r)
 	}
@@ -289,8 +294,7 @@ func TestHTTPMethods(t *testing.T) {
 		}
 	}
 	expectNoJobs(t, srv, "fn")
-	w.Send(wire.GrabJob)
-	w.Expect(wire.NoJob)
+	expectNoJob(t, w)
 }
 
 // high, normal and low map to the three queues: a worker gets high first.
@@ -305,9 +309,7 @@ func TestHTTPPriorityOrder(t *testing.T) {
 		}
 	}
 	a := gstest.Dial(t, srv.Addr)
-	if got := a.Admin("prioritystatus"); got != "prio\t2\t2\t2\t0\n.\n" {
-		t.Fatalf("prioritystatus %q, want 2 high, 2 normal, 2 low", got)
-	}
+	expectAdmin(t, a, "prioritystatus", "prio\t2\t2\t2\t0\n.\n") // 2 high, 2 normal, 2 low
 	w := worker(t, srv, "prio")
 	var order []string
 	for range 6 {
@@ -327,11 +329,8 @@ func TestHTTPPriorityOrder(t *testing.T) {
 	ch := do(c, newReq(t, "POST", srv.Base+"/prio", "h", "X-Gearman-Priority", "high"))
 	gstest.Eventually(t, 5*time.Second, func() bool { return statusOf(t, a, "prioritystatus", "prio") == "1\t1\t0\t1" },
 		"foreground high job not queued")
-	job := grabWait(t, w)
-	if job.Fields[2] != "h" {
-		t.Fatalf("worker got %v, want the high job first", job)
-	}
-	w.Send(wire.WorkComplete, job.Fields[0], "H")
+	h := grabExpect(t, w, "prio", "h") // the high job first
+	w.Send(wire.WorkComplete, h, "H")
 	if r := wait(t, ch); r.code != 200 || r.body != "H" {
 		t.Fatalf("foreground high: %v", r)
 	}
@@ -362,10 +361,7 @@ func TestHTTPBadHeaders(t *testing.T) {
 	if r.code != 200 {
 		t.Fatalf("64-byte unique: %v", r)
 	}
-	a := gstest.Dial(t, srv.Addr)
-	if got := a.Admin("show unique jobs"); got != strings.Repeat("u", 64)+"\n.\n" {
-		t.Fatalf("show unique jobs %q", got)
-	}
+	expectAdmin(t, gstest.Dial(t, srv.Addr), "show unique jobs", strings.Repeat("u", 64)+"\n.\n")
 }
 
 func TestHTTPWorkFailExceptionData(t *testing.T) {
@@ -374,29 +370,29 @@ func TestHTTPWorkFailExceptionData(t *testing.T) {
 	w := worker(t, srv, "f")
 
 	ch := do(c, newReq(t, "POST", srv.Base+"/f", "x"))
-	job := grabWait(t, w)
-	w.Send(wire.WorkFail, job.Fields[0])
+	h := grabExpect(t, w, "f", "x")
+	w.Send(wire.WorkFail, h)
 	r := wait(t, ch)
-	if r.code != 500 || !strings.Contains(r.body, "failed") || !strings.Contains(r.body, job.Fields[0]) {
+	if r.code != 500 || !strings.Contains(r.body, "failed") || !strings.Contains(r.body, h) {
 		t.Errorf("WORK_FAIL: %v, want 500 saying the job failed", r)
 	}
 
 	ch = do(c, newReq(t, "POST", srv.Base+"/f", "x"))
-	job = grabWait(t, w)
-	w.Send(wire.WorkException, job.Fields[0], "boom: division by zero")
+	h = grabExpect(t, w, "f", "x")
+	w.Send(wire.WorkException, h, "boom: division by zero")
 	r = wait(t, ch)
 	if r.code != 500 || !strings.Contains(r.body, "boom: division by zero") {
 		t.Errorf("WORK_EXCEPTION: %v, want 500 with the exception text", r)
 	}
 
 	ch = do(c, newReq(t, "POST", srv.Base+"/f", "x"))
-	job = grabWait(t, w)
-	w.Send(wire.WorkData, job.Fields[0], "chunk1,")
-	w.Send(wire.WorkStatus, job.Fields[0], "1", "3")
-	w.Send(wire.WorkData, job.Fields[0], "chunk2,")
-	w.Send(wire.WorkWarning, job.Fields[0], "careful")
-	w.Send(wire.WorkData, job.Fields[0], "")
-	w.Send(wire.WorkComplete, job.Fields[0], "end")
+	h = grabExpect(t, w, "f", "x")
+	w.Send(wire.WorkData, h, "chunk1,")
+	w.Send(wire.WorkStatus, h, "1", "3")
+	w.Send(wire.WorkData, h, "chunk2,")
+	w.Send(wire.WorkWarning, h, "careful")
+	w.Send(wire.WorkData, h, "")
+	w.Send(wire.WorkComplete, h, "end")
 	r = wait(t, ch)
 	if r.code != 200 || r.body != "chunk1,chunk2,end" || r.clen != int64(len("chunk1,chunk2,end")) {
 		t.Errorf("WORK_DATA: %v, want 200 \"chunk1,chunk2,end\"", r)
@@ -422,10 +418,10 @@ func TestHTTPKeepAlive(t *testing.T) {
 			GotConn: func(info httptrace.GotConnInfo) { reused.Store(info.Reused) },
 		}))
 		ch := do(c, req)
-		job := grabWait(t, w)
-		w.Send(wire.WorkComplete, job.Fields[0], reverse(job.Fields[2]))
-		r := wait(t, ch)
-		if want := reverse("req" + strconv.Itoa(i)); r.code != 200 || r.body != want {
+		h := grabExpect(t, w, "ka", "req"+strconv.Itoa(i))
+		want := reverse("req" + strconv.Itoa(i))
+		w.Send(wire.WorkComplete, h, want)
+		if r := wait(t, ch); r.code != 200 || r.body != want {
 			t.Fatalf("request %d: %v, want %q", i, r, want)
 		}
 		if i == 1 && !reused.Load() {
@@ -446,11 +442,8 @@ func TestHTTP10(t *testing.T) {
 	if _, err := conn.Write([]byte("POST /f HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")); err != nil {
 		t.Fatal(err)
 	}
-	job := grabWait(t, w)
-	if job.Fields[2] != "hello" {
-		t.Fatalf("worker got %v", job)
-	}
-	w.Send(wire.WorkComplete, job.Fields[0], "olleh")
+	h := grabExpect(t, w, "f", "hello")
+	w.Send(wire.WorkComplete, h, "olleh")
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
@@ -458,7 +451,7 @@ func TestHTTP10(t *testing.T) {
 		t.Fatalf("response: %v", err)
 	}
 	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 || string(body) != "olleh" || resp.Header.Get("X-Gearman-Job-Handle") != job.Fields[0] {
+	if err != nil || resp.StatusCode != 200 || string(body) != "olleh" || resp.Header.Get("X-Gearman-Job-Handle") != h {
 		t.Fatalf("got %d %q %v (%v)", resp.StatusCode, body, resp.Header, err)
 	}
 	if resp.ProtoMajor != 1 {
@@ -486,16 +479,12 @@ func TestHTTPCoalesceWithBinaryClient(t *testing.T) {
 	bin := gstest.Dial(t, srv.Addr)
 	bin.Send(wire.SubmitJob, "co", "same", "from-binary")
 	h := bin.Expect(wire.JobCreated).Fields[0]
-	if got := a.Admin("status"); got != "co\t1\t0\t0\n.\n" {
-		t.Fatalf("status %q after the binary submit, want one job", got)
-	}
-	if got := a.Admin("jobs"); got != "co\tsame\t-\t2\n.\n" {
-		t.Fatalf("jobs %q, want one job with two listeners", got)
-	}
+	expectAdmin(t, a, "status", "co\t1\t0\t0\n.\n")  // one job after the binary submit
+	expectAdmin(t, a, "jobs", "co\tsame\t-\t2\n.\n") // with two listeners
 	w := worker(t, srv, "co")
-	job := grabWait(t, w)
-	if job.Fields[0] != h || job.Fields[2] != "from-http" {
-		t.Fatalf("worker got %v, want %s with the first submitter's workload", job, h)
+	// The first submitter's workload.
+	if got := grabExpect(t, w, "co", "from-http"); got != h {
+		t.Fatalf("worker got handle %s, want %s", got, h)
 	}
 	w.Send(wire.WorkComplete, h, "shared result")
 	bin.Expect(wire.WorkComplete, h, "shared result")
@@ -503,8 +492,7 @@ func TestHTTPCoalesceWithBinaryClient(t *testing.T) {
 	if r.code != 200 || r.body != "shared result" || r.hdr.Get("X-Gearman-Job-Handle") != h {
 		t.Fatalf("HTTP: %v, want 200 \"shared result\" with handle %s", r, h)
 	}
-	w.Send(wire.GrabJob)
-	w.Expect(wire.NoJob)
+	expectNoJob(t, w)
 }
 
 // The seed examples through curl.
@@ -560,15 +548,12 @@ func TestHTTPCurl(t *testing.T) {
 	w := worker(t, srv, "reverse")
 	hf := filepath.Join(dir, "fg")
 	ch := run(hf, "--data-binary", "Hello world!", srv.Base+"/reverse")
-	job := grabWait(t, w)
-	if job.Fields[2] != "Hello world!" {
-		t.Fatalf("worker got %v", job)
-	}
-	w.Send(wire.WorkComplete, job.Fields[0], reverse(job.Fields[2]))
+	handle := grabExpect(t, w, "reverse", "Hello world!")
+	w.Send(wire.WorkComplete, handle, reverse("Hello world!"))
 	if out := recv(ch); out != "!dlrow olleH" {
 		t.Fatalf("curl output %q, want \"!dlrow olleH\"", out)
 	}
-	if code, h := headers(hf); code != 200 || h.Get("X-Gearman-Job-Handle") != job.Fields[0] {
+	if code, h := headers(hf); code != 200 || h.Get("X-Gearman-Job-Handle") != handle {
 		t.Fatalf("curl: %d %v", code, h)
 	}
 
@@ -581,10 +566,7 @@ func TestHTTPCurl(t *testing.T) {
 	if out != "" || code != 200 || h.Get("X-Gearman-Job-Handle") == "" {
 		t.Fatalf("curl background: %d %q %v", code, out, h)
 	}
-	a := gstest.Dial(t, srv.Addr)
-	if got := a.Admin("prioritystatus"); got != "reverse\t0\t0\t1\t0\n.\n" {
-		t.Fatalf("prioritystatus %q, want one low job", got)
-	}
+	expectAdmin(t, gstest.Dial(t, srv.Addr), "prioritystatus", "reverse\t0\t0\t1\t0\n.\n") // one low job
 }
 
 // rawExchange writes req on a new connection and reads until the server
@@ -623,8 +605,8 @@ func checkServes(t *testing.T, srv *httpServer, c *http.Client) {
 	t.Helper()
 	w := worker(t, srv, "alive")
 	ch := do(c, newReq(t, "POST", srv.Base+"/alive", "ping"))
-	job := grabWait(t, w)
-	w.Send(wire.WorkComplete, job.Fields[0], "pong")
+	h := grabExpect(t, w, "alive", "ping")
+	w.Send(wire.WorkComplete, h, "pong")
 	if r := wait(t, ch); r.code != 200 || r.body != "pong" {
 		t.Fatalf("normal job after the attack: %v", r)
 	}
@@ -905,13 +887,9 @@ func clientGone(t *testing.T, reqs []string) {
 			st := statusOf(t, a, "status", "gone")
 			return st == "" || strings.HasPrefix(st, "0\t")
 		}, "%q: job still queued 3 s after its HTTP client left", req)
-		if got := a.Admin("jobs"); got != ".\n" {
-			t.Fatalf("jobs %q after the client left", got)
-		}
+		expectAdmin(t, a, "jobs", ".\n") // no job left after the client went
 	}
-	w := worker(t, srv, "gone")
-	w.Send(wire.GrabJob)
-	w.Expect(wire.NoJob)
+	expectNoJob(t, worker(t, srv, "gone"))
 }
 
 // A foreground job that runs longer than ReadTimeout still answers: the

@@ -87,6 +87,14 @@ func expectError(t testing.TB, c *gstest.Conn, code, text string) {
 	c.Expect(wire.Error, code, text)
 }
 
+// expectJobNotFound sends typ(fields) from w and expects ERROR
+// JOB_NOT_FOUND with text (one of the notFound* texts).
+func expectJobNotFound(t testing.TB, w *gstest.Conn, text string, typ wire.Type, fields ...string) {
+	t.Helper()
+	w.Send(typ, fields...)
+	expectError(t, w, "JOB_NOT_FOUND", text)
+}
+
 func submit(t testing.TB, c *gstest.Conn, typ wire.Type, fields ...string) string {
 	t.Helper()
 	c.Send(typ, fields...)
@@ -149,6 +157,92 @@ func expectNoJob(t testing.TB, w *gstest.Conn) {
 	t.Helper()
 	w.Send(wire.GrabJob)
 	w.Expect(wire.NoJob)
+}
+
+// expectNoJobEveryGrab sends GRAB_JOB, GRAB_JOB_UNIQ and GRAB_JOB_ALL and
+// expects NO_JOB to each.
+func expectNoJobEveryGrab(t testing.TB, w *gstest.Conn) {
+	t.Helper()
+	for _, g := range []wire.Type{wire.GrabJob, wire.GrabJobUniq, wire.GrabJobAll} {
+		w.Send(g)
+		if p, err := w.Read(); err != nil || p.Type != wire.NoJob {
+			t.Fatalf("%s: got %v (%v), want NO_JOB", g, p, err)
+		}
+	}
+}
+
+// preSleep sends PRE_SLEEP and checks that no NOOP comes back yet.
+func preSleep(t testing.TB, w *gstest.Conn) {
+	t.Helper()
+	w.Send(wire.PreSleep)
+	expectQuiet(t, w)
+}
+
+// completeJob sends WORK_COMPLETE(h, result) from worker w, checks that w
+// is not answered (no JOB_NOT_FOUND), and expects each of clients to get
+// WORK_COMPLETE(h, result).
+func completeJob(t testing.TB, w *gstest.Conn, h, result string, clients ...*gstest.Conn) {
+	t.Helper()
+	w.Send(wire.WorkComplete, h, result)
+	expectQuiet(t, w)
+	for _, c := range clients {
+		c.Expect(wire.WorkComplete, h, result)
+	}
+}
+
+// expectStatus sends GET_STATUS h on c and expects STATUS_RES(h, known,
+// running, num, den).
+func expectStatus(t testing.TB, c *gstest.Conn, h, known, running, num, den string) {
+	t.Helper()
+	c.Send(wire.GetStatus, h)
+	c.Expect(wire.StatusRes, h, known, running, num, den)
+}
+
+// expectStatusUnique sends GET_STATUS_UNIQUE uniq on c and expects
+// STATUS_RES_UNIQUE(uniq, known, running, num, den, clients).
+func expectStatusUnique(t testing.TB, c *gstest.Conn, uniq, known, running, num, den, clients string) {
+	t.Helper()
+	c.Send(wire.GetStatusUnique, uniq)
+	c.Expect(wire.StatusResUnique, uniq, known, running, num, den, clients)
+}
+
+// waitClients polls GET_STATUS_UNIQUE uniq on c until the job's client
+// count is want (a client's close is handled asynchronously).
+func waitClients(t testing.TB, c *gstest.Conn, uniq, want string) {
+	t.Helper()
+	var last string
+	gstest.Eventually(t, 5*time.Second, func() bool {
+		c.Send(wire.GetStatusUnique, uniq)
+		last = c.Expect(wire.StatusResUnique).Fields[5]
+		return last == want
+	}, "client count of %q is %s, want %s", uniq, lazy(func() string { return last }), want)
+}
+
+// expectSameJob fails the test (and goes on) unless a submit that should
+// coalesce onto the job want got its handle.
+func expectSameJob(t testing.TB, what, got, want string) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s: handle %q, want %q (coalesced)", what, got, want)
+	}
+}
+
+// requireSameJob is expectSameJob for a job the test goes on to use: it
+// stops the test.
+func requireSameJob(t testing.TB, what, got, want string) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("%s: handle %q, want %q (coalesced)", what, got, want)
+	}
+}
+
+// expectNewJob fails the test (and goes on) if a submit that must not
+// coalesce got the handle of the job other.
+func expectNewJob(t testing.TB, what, got, other string) {
+	t.Helper()
+	if got == other {
+		t.Errorf("%s: coalesced onto %q, want a new job", what, other)
+	}
 }
 
 // statusLines returns admin "status" as FUNC → "TOTAL RUNNING WORKERS".
@@ -387,8 +481,7 @@ func TestE2EFramingErrors(t *testing.T) {
 	c.Send(wire.EchoReq, big)
 	c.Expect(wire.EchoRes, big)
 	// The worker's job survived all of that.
-	w.Send(wire.WorkComplete, h, "ok")
-	bystander.Expect(wire.WorkComplete, h, "ok")
+	completeJob(t, w, h, "ok", bystander)
 }
 
 // TestE2EResponseMagicOnRequest: "\0RES" on a request is answered with
@@ -601,18 +694,15 @@ func TestE2ESubmitKinds(t *testing.T) {
 		h := submit(t, c, tc.typ, tc.fields...)
 		data := tc.fields[len(tc.fields)-1]
 		grab(t, w, h, "kind", data)
-		c.Send(wire.GetStatus, h)
-		c.Expect(wire.StatusRes, h, "1", "1", "0", "0")
+		expectStatus(t, c, h, "1", "1", "0", "0")
 		w.Send(wire.WorkData, h, "part")
-		w.Send(wire.WorkComplete, h, "res-"+data)
-		expectQuiet(t, w)
+		completeJob(t, w, h, "res-"+data)
 		if tc.fg {
 			c.Expect(wire.WorkData, h, "part")
 			c.Expect(wire.WorkComplete, h, "res-"+data)
 		}
 		expectQuiet(t, c) // a background submitter is told nothing
-		c.Send(wire.GetStatus, h)
-		c.Expect(wire.StatusRes, h, "0", "0", "0", "0")
+		expectStatus(t, c, h, "0", "0", "0", "0")
 	}
 	waitStatus(t, c, "kind", "0 0 1")
 }
@@ -794,55 +884,37 @@ func TestE2EGrabKinds(t *testing.T) {
 	srv := sharedServer(t)
 	c := gstest.Dial(t, srv.Addr)
 	w := dialWorker(t, srv, "gk")
-	for _, g := range []wire.Type{wire.GrabJob, wire.GrabJobUniq, wire.GrabJobAll} {
-		w.Send(g)
-		w.Expect(wire.NoJob)
-	}
-	type job struct {
-		h, uniq, reducer, data string
-	}
-	mk := func(uniq, reducer, data string) job {
+	expectNoJobEveryGrab(t, w)
+	// mk queues one background job for gk, a reduce job when reducer is set.
+	mk := func(uniq, reducer, data string) string {
 		if reducer != "" {
-			return job{submit(t, c, wire.SubmitReduceJobBackground, "gk", uniq, reducer, "agg", data), uniq, reducer, data}
+			return submit(t, c, wire.SubmitReduceJobBackground, "gk", uniq, reducer, "agg", data)
 		}
-		return job{submit(t, c, wire.SubmitJobBG, "gk", uniq, data), uniq, reducer, data}
+		return submit(t, c, wire.SubmitJobBG, "gk", uniq, data)
 	}
-	j := mk("u1", "", "plain\x00data")
-	w.Send(wire.GrabJob)
-	w.Expect(wire.JobAssign, j.h, "gk", j.data)
-
-	j = mk("u2", "", "d2")
-	w.Send(wire.GrabJobUniq)
-	w.Expect(wire.JobAssignUniq, j.h, "gk", "u2", "d2")
-
-	j = mk("u3", "", "d3")
-	w.Send(wire.GrabJobAll)
-	w.Expect(wire.JobAssignUniq, j.h, "gk", "u3", "d3")
-
-	j = mk("u4", "myreducer", "d4\x00x")
-	w.Send(wire.GrabJobAll)
-	w.Expect(wire.JobAssignAll, j.h, "gk", "u4", "myreducer", "d4\x00x")
-
-	j = mk("u5", "myreducer", "d5")
-	w.Send(wire.GrabJobUniq)
-	w.Expect(wire.JobAssignUniq, j.h, "gk", "u5", "d5")
-
-	j = mk("u6", "myreducer", "d6")
-	w.Send(wire.GrabJob)
-	w.Expect(wire.JobAssign, j.h, "gk", "d6")
-
-	j = mk("", "", "d7")
-	w.Send(wire.GrabJobAll)
-	w.Expect(wire.JobAssignUniq, j.h, "gk", "", "d7")
-
-	j = mk("-", "", "d8")
-	w.Send(wire.GrabJobUniq)
-	w.Expect(wire.JobAssignUniq, j.h, "gk", "-", "d8")
-
-	for _, g := range []wire.Type{wire.GrabJob, wire.GrabJobUniq, wire.GrabJobAll} {
-		w.Send(g)
-		w.Expect(wire.NoJob)
+	// One job at a time, taken with grab and answered with assign; want
+	// is the answer's fields after the handle.
+	for _, tc := range []struct {
+		uniq, reducer, data string
+		grab, assign        wire.Type
+		want                []string
+	}{
+		{"u1", "", "plain\x00data", wire.GrabJob, wire.JobAssign, []string{"gk", "plain\x00data"}},
+		{"u2", "", "d2", wire.GrabJobUniq, wire.JobAssignUniq, []string{"gk", "u2", "d2"}},
+		{"u3", "", "d3", wire.GrabJobAll, wire.JobAssignUniq, []string{"gk", "u3", "d3"}},
+		{"u4", "myreducer", "d4\x00x", wire.GrabJobAll, wire.JobAssignAll, []string{"gk", "u4", "myreducer", "d4\x00x"}},
+		{"u5", "myreducer", "d5", wire.GrabJobUniq, wire.JobAssignUniq, []string{"gk", "u5", "d5"}},
+		{"u6", "myreducer", "d6", wire.GrabJob, wire.JobAssign, []string{"gk", "d6"}},
+		{"", "", "d7", wire.GrabJobAll, wire.JobAssignUniq, []string{"gk", "", "d7"}},
+		{"-", "", "d8", wire.GrabJobUniq, wire.JobAssignUniq, []string{"gk", "-", "d8"}},
+	} {
+		want := gstest.Packet{Type: tc.assign, Fields: append([]string{mk(tc.uniq, tc.reducer, tc.data)}, tc.want...)}
+		w.Send(tc.grab)
+		if p, err := w.Read(); err != nil || p.String() != want.String() {
+			t.Fatalf("%s for %q: got %v (%v), want %v", tc.grab, tc.data, p, err, want)
+		}
 	}
+	expectNoJobEveryGrab(t, w)
 	// A connection with no abilities gets NO_JOB even with jobs queued.
 	mk("", "", "unowned")
 	c.Send(wire.GrabJob)
@@ -867,8 +939,7 @@ func TestE2EReduceJobs(t *testing.T) {
 	h = submit(t, c, wire.SubmitReduceJobBackground, "mr", "rb", "count", "sum", "x")
 	w.Send(wire.GrabJobAll)
 	w.Expect(wire.JobAssignAll, h, "mr", "rb", "count", "x")
-	w.Send(wire.WorkComplete, h, "1")
-	expectQuiet(t, w)
+	completeJob(t, w, h, "1")
 	expectQuiet(t, c)
 	waitStatus(t, c, "mr", "0 0 1")
 }
@@ -884,45 +955,36 @@ func TestE2EWorkForwarding(t *testing.T) {
 	c := gstest.Dial(t, srv.Addr)
 	w := dialWorker(t, srv, "fw")
 	h := submit(t, c, wire.SubmitJob, "fw", "", "in")
-	c.Send(wire.GetStatus, h)
-	c.Expect(wire.StatusRes, h, "1", "0", "0", "0")
+	expectStatus(t, c, h, "1", "0", "0", "0")
 	grab(t, w, h, "fw", "in")
-	c.Send(wire.GetStatus, h)
-	c.Expect(wire.StatusRes, h, "1", "1", "0", "0")
+	expectStatus(t, c, h, "1", "1", "0", "0")
 	w.Send(wire.WorkData, h, "chunk\x00one")
 	w.Send(wire.WorkWarning, h, "careful\x00")
 	w.Send(wire.WorkStatus, h, "3", "4")
 	c.Expect(wire.WorkData, h, "chunk\x00one")
 	c.Expect(wire.WorkWarning, h, "careful\x00")
 	c.Expect(wire.WorkStatus, h, "3", "4")
-	c.Send(wire.GetStatus, h)
-	c.Expect(wire.StatusRes, h, "1", "1", "3", "4")
+	expectStatus(t, c, h, "1", "1", "3", "4")
 	w.Send(wire.WorkStatus, h, "40", "100")
 	c.Expect(wire.WorkStatus, h, "40", "100")
-	c.Send(wire.GetStatus, h)
-	c.Expect(wire.StatusRes, h, "1", "1", "40", "100")
+	expectStatus(t, c, h, "1", "1", "40", "100")
 	w.Send(wire.WorkData, h, "")
 	c.Expect(wire.WorkData, h, "")
-	w.Send(wire.WorkComplete, h, "result\x00with\x00nuls")
-	c.Expect(wire.WorkComplete, h, "result\x00with\x00nuls")
-	c.Send(wire.GetStatus, h)
-	c.Expect(wire.StatusRes, h, "0", "0", "0", "0")
+	completeJob(t, w, h, "result\x00with\x00nuls", c)
+	expectStatus(t, c, h, "0", "0", "0", "0")
 	// The job is gone: further results are refused.
-	w.Send(wire.WorkComplete, h, "again")
-	expectError(t, w, "JOB_NOT_FOUND", notFoundResult)
+	expectJobNotFound(t, w, notFoundResult, wire.WorkComplete, h, "again")
 
 	h = submit(t, c, wire.SubmitJobHigh, "fw", "", "in2")
 	grab(t, w, h, "fw", "in2")
 	w.Send(wire.WorkFail, h)
 	c.Expect(wire.WorkFail, h)
-	w.Send(wire.WorkFail, h)
-	expectError(t, w, "JOB_NOT_FOUND", notFoundResult)
+	expectJobNotFound(t, w, notFoundResult, wire.WorkFail, h)
 	expectQuiet(t, c)
 
 	h = submit(t, c, wire.SubmitJob, "fw", "", "in3")
 	grab(t, w, h, "fw", "in3")
-	w.Send(wire.WorkComplete, h, "")
-	c.Expect(wire.WorkComplete, h, "")
+	completeJob(t, w, h, "", c)
 	waitStatus(t, c, "fw", "0 0 1")
 }
 
@@ -937,23 +999,16 @@ func TestE2EMultipleClientsOnOneJob(t *testing.T) {
 	bg := gstest.Dial(t, srv.Addr)
 	w := dialWorker(t, srv, "mc")
 	h := submit(t, a, wire.SubmitJob, "mc", "mc-shared", "work")
-	if h2 := submit(t, b, wire.SubmitJobLow, "mc", "mc-shared", "other data"); h2 != h {
-		t.Fatalf("second client got %q, want %q", h2, h)
-	}
+	requireSameJob(t, "second client", submit(t, b, wire.SubmitJobLow, "mc", "mc-shared", "other data"), h)
 	grab(t, w, h, "mc", "work")
 	w.Send(wire.WorkData, h, "d1")
 	a.Expect(wire.WorkData, h, "d1")
 	b.Expect(wire.WorkData, h, "d1")
 	// A third client attaches to the running job; a background submit of
 	// the same unique gets the handle but is not attached.
-	if h3 := submit(t, d, wire.SubmitJobHigh, "mc", "mc-shared", "x"); h3 != h {
-		t.Fatalf("third client got %q, want %q", h3, h)
-	}
-	if h4 := submit(t, bg, wire.SubmitJobBG, "mc", "mc-shared", "x"); h4 != h {
-		t.Fatalf("background submitter got %q, want %q", h4, h)
-	}
-	d.Send(wire.GetStatusUnique, "mc-shared")
-	d.Expect(wire.StatusResUnique, "mc-shared", "1", "1", "0", "0", "3")
+	requireSameJob(t, "third client", submit(t, d, wire.SubmitJobHigh, "mc", "mc-shared", "x"), h)
+	requireSameJob(t, "background submitter", submit(t, bg, wire.SubmitJobBG, "mc", "mc-shared", "x"), h)
+	expectStatusUnique(t, d, "mc-shared", "1", "1", "0", "0", "3")
 	w.Send(wire.WorkData, h, "d2")
 	w.Send(wire.WorkWarning, h, "w1")
 	w.Send(wire.WorkStatus, h, "1", "2")
@@ -978,8 +1033,7 @@ func TestE2EMultipleClientsOnOneJob(t *testing.T) {
 		if hh == h {
 			break
 		}
-		w.Send(wire.WorkComplete, hh, "")
-		a.Expect(wire.WorkComplete, hh, "")
+		completeJob(t, w, hh, "", a)
 	}
 	w.Send(wire.WorkFail, h)
 	a.Expect(wire.WorkFail, h)
@@ -996,74 +1050,43 @@ func TestE2EUniqueCoalescing(t *testing.T) {
 	fa2 := namesOnShard(srv, "uqsame", 0, 1)[0]
 
 	h1 := submit(t, c, wire.SubmitJobBG, fa, "k", "d1")
-	if h := submit(t, c, wire.SubmitJobBG, fa, "k", "other"); h != h1 {
-		t.Errorf("same function+unique: %q, want %q", h, h1)
-	}
-	if h := submit(t, c, wire.SubmitJobBG, fb, "k", "d1"); h == h1 {
-		t.Errorf("other function (other shard), same unique coalesced")
-	}
-	if h := submit(t, c, wire.SubmitJobBG, fa2, "k", "d1"); h == h1 {
-		t.Errorf("other function (same shard), same unique coalesced")
-	}
-	if h := submit(t, c, wire.SubmitJobBG, fa, "K", "d1"); h == h1 {
-		t.Errorf("unique is case-sensitive, but K coalesced onto k")
-	}
+	expectSameJob(t, "same function+unique", submit(t, c, wire.SubmitJobBG, fa, "k", "other"), h1)
+	expectNewJob(t, "other function (other shard), same unique", submit(t, c, wire.SubmitJobBG, fb, "k", "d1"), h1)
+	expectNewJob(t, "other function (same shard), same unique", submit(t, c, wire.SubmitJobBG, fa2, "k", "d1"), h1)
+	expectNewJob(t, "unique K (case-sensitive) after k", submit(t, c, wire.SubmitJobBG, fa, "K", "d1"), h1)
 	e1 := submit(t, c, wire.SubmitJobBG, fa, "", "same")
-	if e2 := submit(t, c, wire.SubmitJobBG, fa, "", "same"); e2 == e1 {
-		t.Errorf("empty unique coalesced")
-	}
+	expectNewJob(t, "empty unique", submit(t, c, wire.SubmitJobBG, fa, "", "same"), e1)
 	d1 := submit(t, c, wire.SubmitJobBG, fa, "-", "payload")
-	if d2 := submit(t, c, wire.SubmitJobBG, fa, "-", "payload"); d2 != d1 {
-		t.Errorf("\"-\" with identical data: %q, want %q", d2, d1)
-	}
-	if d3 := submit(t, c, wire.SubmitJobBG, fa, "-", "payload2"); d3 == d1 {
-		t.Errorf("\"-\" with different data coalesced")
-	}
-	if d4 := submit(t, c, wire.SubmitJobBG, fb, "-", "payload"); d4 == d1 {
-		t.Errorf("\"-\" in another function coalesced")
-	}
+	expectSameJob(t, `"-" with identical data`, submit(t, c, wire.SubmitJobBG, fa, "-", "payload"), d1)
+	expectNewJob(t, `"-" with different data`, submit(t, c, wire.SubmitJobBG, fa, "-", "payload2"), d1)
+	expectNewJob(t, `"-" in another function`, submit(t, c, wire.SubmitJobBG, fb, "-", "payload"), d1)
 	z1 := submit(t, c, wire.SubmitJobBG, fa, "-", "")
-	if z2 := submit(t, c, wire.SubmitJobBG, fa, "-", ""); z2 == z1 {
-		t.Errorf("\"-\" with empty data coalesced")
-	}
+	expectNewJob(t, `"-" with empty data`, submit(t, c, wire.SubmitJobBG, fa, "-", ""), z1)
 	// A literal unique equal to the data is not the "-" key.
-	if h := submit(t, c, wire.SubmitJobBG, fa, "payload", "payload"); h == d1 {
-		t.Errorf("unique \"payload\" coalesced with \"-\"/payload")
-	}
+	expectNewJob(t, `unique "payload" (vs "-"/payload)`, submit(t, c, wire.SubmitJobBG, fa, "payload", "payload"), d1)
 	long := strings.Repeat("u", 64)
 	l1 := submit(t, c, wire.SubmitJobBG, fa, long, "x")
-	if l2 := submit(t, c, wire.SubmitJob, fa, long, "y"); l2 != l1 {
-		t.Errorf("64-byte unique: %q, want %q", l2, l1)
-	}
+	expectSameJob(t, "64-byte unique", submit(t, c, wire.SubmitJob, fa, long, "y"), l1)
 
 	// HIGH onto a queued NORMAL job: same handle, the job stays NORMAL.
 	c2 := gstest.Dial(t, srv.Addr)
 	a := submit(t, c2, wire.SubmitJob, "hp", "ua", "A")
 	b := submit(t, c2, wire.SubmitJobBG, "hp", "ub", "B")
-	if h := submit(t, c2, wire.SubmitJobHigh, "hp", "ua", "A'"); h != a {
-		t.Fatalf("HIGH onto NORMAL: %q, want %q", h, a)
-	}
-	if h := submit(t, c2, wire.SubmitJobHighBG, "hp", "ub", "B'"); h != b {
-		t.Fatalf("HIGH_BG onto NORMAL_BG: %q, want %q", h, b)
-	}
+	requireSameJob(t, "HIGH onto NORMAL", submit(t, c2, wire.SubmitJobHigh, "hp", "ua", "A'"), a)
+	requireSameJob(t, "HIGH_BG onto NORMAL_BG", submit(t, c2, wire.SubmitJobHighBG, "hp", "ub", "B'"), b)
 	hi := submit(t, c2, wire.SubmitJobHighBG, "hp", "uc", "C")
-	if h := submit(t, c2, wire.SubmitJobLow, "hp", "uc", "C'"); h != hi {
-		t.Fatalf("LOW onto HIGH: %q, want %q", h, hi)
-	}
+	requireSameJob(t, "LOW onto HIGH", submit(t, c2, wire.SubmitJobLow, "hp", "uc", "C'"), hi)
 	w := dialWorker(t, srv, "hp")
 	grab(t, w, hi, "hp", "C")
 	grab(t, w, a, "hp", "A")
 	grab(t, w, b, "hp", "B")
 	expectNoJob(t, w)
 	// Running jobs coalesce too.
-	if h := submit(t, c2, wire.SubmitJob, "hp", "ua", "again"); h != a {
-		t.Fatalf("submit onto running job: %q, want %q", h, a)
-	}
+	requireSameJob(t, "submit onto running job", submit(t, c2, wire.SubmitJob, "hp", "ua", "again"), a)
 	w.Send(wire.WorkComplete, a, "A done")
 	// c2 attached twice (submit and re-submit) but gets one result.
 	c2.Expect(wire.WorkComplete, a, "A done")
-	w.Send(wire.WorkComplete, hi, "C done")
-	c2.Expect(wire.WorkComplete, hi, "C done")
+	completeJob(t, w, hi, "C done", c2)
 	expectQuiet(t, c2)
 }
 
@@ -1074,23 +1097,18 @@ func TestE2EGetStatus(t *testing.T) {
 	srv := sharedServer(t)
 	c := gstest.Dial(t, srv.Addr)
 	for _, h := range []string{"H:test:18446744073709551615", "H:test:18446744073709551614", "H:other:1", "garbage", "", "H:test:0", "H:test:99999999999999999999999"} {
-		c.Send(wire.GetStatus, h)
-		c.Expect(wire.StatusRes, h, "0", "0", "0", "0")
+		expectStatus(t, c, h, "0", "0", "0", "0")
 	}
 	h := submit(t, c, wire.SubmitJobBG, "gs", "", "x")
 	other := gstest.Dial(t, srv.Addr) // status works from any connection
-	other.Send(wire.GetStatus, h)
-	other.Expect(wire.StatusRes, h, "1", "0", "0", "0")
+	expectStatus(t, other, h, "1", "0", "0", "0")
 	w := dialWorker(t, srv, "gs")
 	grab(t, w, h, "gs", "x")
 	w.Send(wire.WorkStatus, h, "7", "9")
 	expectQuiet(t, w)
-	other.Send(wire.GetStatus, h)
-	other.Expect(wire.StatusRes, h, "1", "1", "7", "9")
-	w.Send(wire.WorkComplete, h, "")
-	expectQuiet(t, w)
-	other.Send(wire.GetStatus, h)
-	other.Expect(wire.StatusRes, h, "0", "0", "0", "0")
+	expectStatus(t, other, h, "1", "1", "7", "9")
+	completeJob(t, w, h, "")
+	expectStatus(t, other, h, "0", "0", "0", "0")
 }
 
 // TestE2EGetStatusUnique: STATUS_RES_UNIQUE(unique, known, running, num,
@@ -1101,43 +1119,30 @@ func TestE2EGetStatusUnique(t *testing.T) {
 	a := gstest.Dial(t, srv.Addr)
 	b := gstest.Dial(t, srv.Addr)
 	q := gstest.Dial(t, srv.Addr)
-	q.Send(wire.GetStatusUnique, "gsu-nope")
-	q.Expect(wire.StatusResUnique, "gsu-nope", "0", "0", "0", "0", "0")
-	q.Send(wire.GetStatusUnique, "")
-	q.Expect(wire.StatusResUnique, "", "0", "0", "0", "0", "0")
+	expectStatusUnique(t, q, "gsu-nope", "0", "0", "0", "0", "0")
+	expectStatusUnique(t, q, "", "0", "0", "0", "0", "0")
 
 	bgH := submit(t, a, wire.SubmitJobBG, "gsu", "gsu-bgu", "x")
-	q.Send(wire.GetStatusUnique, "gsu-bgu")
-	q.Expect(wire.StatusResUnique, "gsu-bgu", "1", "0", "0", "0", "0")
+	expectStatusUnique(t, q, "gsu-bgu", "1", "0", "0", "0", "0")
 
 	h := submit(t, a, wire.SubmitJob, "gsu", "gsu-fgu", "y")
-	q.Send(wire.GetStatusUnique, "gsu-fgu")
-	q.Expect(wire.StatusResUnique, "gsu-fgu", "1", "0", "0", "0", "1")
+	expectStatusUnique(t, q, "gsu-fgu", "1", "0", "0", "0", "1")
 	submit(t, b, wire.SubmitJob, "gsu", "gsu-fgu", "y")
-	q.Send(wire.GetStatusUnique, "gsu-fgu")
-	q.Expect(wire.StatusResUnique, "gsu-fgu", "1", "0", "0", "0", "2")
+	expectStatusUnique(t, q, "gsu-fgu", "1", "0", "0", "0", "2")
 
 	w := dialWorker(t, srv, "gsu")
 	grab(t, w, bgH, "gsu", "x")
 	grab(t, w, h, "gsu", "y")
 	w.Send(wire.WorkStatus, h, "5", "10")
 	a.Expect(wire.WorkStatus, h, "5", "10")
-	q.Send(wire.GetStatusUnique, "gsu-fgu")
-	q.Expect(wire.StatusResUnique, "gsu-fgu", "1", "1", "5", "10", "2")
-	q.Send(wire.GetStatusUnique, "gsu-bgu")
-	q.Expect(wire.StatusResUnique, "gsu-bgu", "1", "1", "0", "0", "0")
+	expectStatusUnique(t, q, "gsu-fgu", "1", "1", "5", "10", "2")
+	expectStatusUnique(t, q, "gsu-bgu", "1", "1", "0", "0", "0")
 
 	// One client leaves: the count drops, the job stays.
 	b.Raw().Close()
-	gstest.Eventually(t, 5*time.Second, func() bool {
-		q.Send(wire.GetStatusUnique, "gsu-fgu")
-		p := q.Expect(wire.StatusResUnique)
-		return p.Fields[5] == "1"
-	}, "client count never dropped to 1")
-	w.Send(wire.WorkComplete, h, "r")
-	a.Expect(wire.WorkComplete, h, "r")
-	q.Send(wire.GetStatusUnique, "gsu-fgu")
-	q.Expect(wire.StatusResUnique, "gsu-fgu", "0", "0", "0", "0", "0")
+	waitClients(t, q, "gsu-fgu", "1")
+	completeJob(t, w, h, "r", a)
+	expectStatusUnique(t, q, "gsu-fgu", "0", "0", "0", "0", "0")
 }
 
 // TestE2EWorkException: WORK_EXCEPTION goes as such to clients that asked
@@ -1167,12 +1172,9 @@ func TestE2EWorkException(t *testing.T) {
 		t.Fatalf("WORK_FAIL payload %q", p.Fields)
 	}
 	// The job is over.
-	ex.Send(wire.GetStatus, h)
-	ex.Expect(wire.StatusRes, h, "0", "0", "0", "0")
-	w.Send(wire.WorkComplete, h, "late")
-	expectError(t, w, "JOB_NOT_FOUND", notFoundResult)
-	w.Send(wire.WorkException, h, "again")
-	expectError(t, w, "JOB_NOT_FOUND", notFoundException)
+	expectStatus(t, ex, h, "0", "0", "0", "0")
+	expectJobNotFound(t, w, notFoundResult, wire.WorkComplete, h, "late")
+	expectJobNotFound(t, w, notFoundException, wire.WorkException, h, "again")
 	expectQuiet(t, ex)
 	expectQuiet(t, plain)
 	waitStatus(t, ex, "exc", "0 0 1")
@@ -1241,15 +1243,11 @@ func TestE2EJobNotFound(t *testing.T) {
 	}
 	// Nothing reached the client; both jobs are intact.
 	expectQuiet(t, c)
-	c.Send(wire.GetStatus, running)
-	c.Expect(wire.StatusRes, running, "1", "1", "0", "0")
-	c.Send(wire.GetStatus, queued)
-	c.Expect(wire.StatusRes, queued, "1", "0", "0", "0")
-	owner.Send(wire.WorkComplete, running, "ok")
-	c.Expect(wire.WorkComplete, running, "ok")
+	expectStatus(t, c, running, "1", "1", "0", "0")
+	expectStatus(t, c, queued, "1", "0", "0", "0")
+	completeJob(t, owner, running, "ok", c)
 	grab(t, intruder, queued, "nf", "q")
-	intruder.Send(wire.WorkComplete, queued, "ok2")
-	c.Expect(wire.WorkComplete, queued, "ok2")
+	completeJob(t, intruder, queued, "ok2", c)
 }
 
 // TestE2ESubmitErrors: empty function name, unique over 64 bytes, full
@@ -1306,15 +1304,12 @@ func TestE2ESubmitErrors(t *testing.T) {
 	}
 	c.Send(wire.SubmitJobEpoch, "mq", "", "1", "3")
 	expectError(t, c, "QUEUE_ERROR", "Job queue is full")
-	if h := submit(t, c, wire.SubmitJob, "mq", "two", "2"); h != h2 {
-		t.Fatalf("coalesced submit on a full queue: %q, want %q", h, h2)
-	}
+	requireSameJob(t, "coalesced submit on a full queue", submit(t, c, wire.SubmitJob, "mq", "two", "2"), h2)
 	w = dialWorker(t, srv, "mq")
 	h1, _, _ := grabAny(t, w) // running still counts
 	c.Send(wire.SubmitJobBG, "mq", "", "3")
 	expectError(t, c, "QUEUE_ERROR", "Job queue is full")
-	w.Send(wire.WorkComplete, h1, "")
-	expectQuiet(t, w)
+	completeJob(t, w, h1, "")
 	submit(t, c, wire.SubmitJobBG, "mq", "", "3")
 	waitStatus(t, c, "mq", "2 0 1")
 	// Other functions are not limited.
@@ -1338,23 +1333,19 @@ func TestE2EEpoch(t *testing.T) {
 	c := gstest.Dial(t, srv.Addr)
 	w := dialWorker(t, srv, "ep")
 	expectNoJob(t, w)
-	w.Send(wire.PreSleep)
-	expectQuiet(t, w)
+	preSleep(t, w)
 
 	when := time.Now().Unix() + 2
 	h := submit(t, c, wire.SubmitJobEpoch, "ep", "epu", strconv.FormatInt(when, 10), "later")
 	expectQuiet(t, c)
 	w.ExpectSilence(100 * time.Millisecond)
-	c.Send(wire.GetStatus, h)
-	c.Expect(wire.StatusRes, h, "1", "0", "0", "0")
+	expectStatus(t, c, h, "1", "0", "0", "0")
 	waitStatus(t, c, "ep", "1 0 1")
 	if ps := c.Admin("prioritystatus"); !strings.Contains(ps, "ep\t0\t1\t0\t1\n") {
 		t.Errorf("prioritystatus %q lacks the held job", ps)
 	}
 	// Coalescing works on a held job.
-	if h2 := submit(t, c, wire.SubmitJobBG, "ep", "epu", "x"); h2 != h {
-		t.Errorf("coalesce onto held job: %q, want %q", h2, h)
-	}
+	expectSameJob(t, "coalesce onto held job", submit(t, c, wire.SubmitJobBG, "ep", "epu", "x"), h)
 	// Another worker grabbing in the meantime gets nothing.
 	w2 := dialWorker(t, srv, "ep")
 	expectNoJob(t, w2)
@@ -1367,8 +1358,7 @@ func TestE2EEpoch(t *testing.T) {
 		t.Errorf("NOOP %v after the job's time", now.Sub(time.Unix(when, 0)))
 	}
 	grab(t, w, h, "ep", "later")
-	w.Send(wire.WorkComplete, h, "")
-	expectQuiet(t, w)
+	completeJob(t, w, h, "")
 	expectQuiet(t, c)
 	waitStatus(t, c, "ep", "0 0 2")
 }
@@ -1402,25 +1392,20 @@ func TestE2ESched(t *testing.T) {
 	}
 	w := dialWorker(t, srv, "sch")
 	expectNoJob(t, w)
-	w.Send(wire.PreSleep)
-	expectQuiet(t, w)
+	preSleep(t, w)
 	// A minute at least 29 minutes away, given as the only constraint;
 	// the other fields are empty or "*" (any).
 	min := strconv.Itoa((time.Now().Minute() + 30) % 60)
 	h := submit(t, c, wire.SubmitJobSched, "sch", "sch-su", min, "", "*", "", "*", "sched data")
 	h2 := submit(t, c, wire.SubmitJobSched, "sch", "", "59", "23", "31", "12", "", "new year")
 	// Both are background (the submitter is not attached) and held.
-	c.Send(wire.GetStatusUnique, "sch-su")
-	c.Expect(wire.StatusResUnique, "sch-su", "1", "0", "0", "0", "0")
-	c.Send(wire.GetStatus, h2)
-	c.Expect(wire.StatusRes, h2, "1", "0", "0", "0")
+	expectStatusUnique(t, c, "sch-su", "1", "0", "0", "0", "0")
+	expectStatus(t, c, h2, "1", "0", "0", "0")
 	w.ExpectSilence(100 * time.Millisecond)
 	w2 := dialWorker(t, srv, "sch")
 	expectNoJob(t, w2)
 	waitStatus(t, c, "sch", "2 0 2")
-	if h3 := submit(t, c, wire.SubmitJobSched, "sch", "sch-su", "*", "*", "*", "*", "*", "x"); h3 != h {
-		t.Errorf("coalesce onto scheduled job: %q, want %q", h3, h)
-	}
+	expectSameJob(t, "coalesce onto scheduled job", submit(t, c, wire.SubmitJobSched, "sch", "sch-su", "*", "*", "*", "*", "*", "x"), h)
 }
 
 // TestE2ECanDoTimeout: a job outliving its CAN_DO_TIMEOUT (milliseconds,
@@ -1439,8 +1424,7 @@ func TestE2ECanDoTimeout(t *testing.T) {
 	// A job finished in time is unaffected.
 	h := submit(t, c, wire.SubmitJob, "cdt", "", "quick")
 	grab(t, w, h, "cdt", "quick")
-	w.Send(wire.WorkComplete, h, "fast")
-	c.Expect(wire.WorkComplete, h, "fast")
+	completeJob(t, w, h, "fast", c)
 
 	h = submit(t, c, wire.SubmitJob, "cdt", "slowu", "slow")
 	submit(t, c2, wire.SubmitJob, "cdt", "slowu", "slow")
@@ -1455,13 +1439,10 @@ func TestE2ECanDoTimeout(t *testing.T) {
 	if elapsed < time.Second {
 		t.Errorf("WORK_FAIL after %v: before the 1 s floor (300 ms is raised to it)", elapsed)
 	}
-	c.Send(wire.GetStatus, h)
-	c.Expect(wire.StatusRes, h, "0", "0", "0", "0")
+	expectStatus(t, c, h, "0", "0", "0", "0")
 	waitStatus(t, c, "cdt", "0 0 1")
-	w.Send(wire.WorkData, h, "late")
-	expectError(t, w, "JOB_NOT_FOUND", notFoundData)
-	w.Send(wire.WorkComplete, h, "late")
-	expectError(t, w, "JOB_NOT_FOUND", notFoundResult)
+	expectJobNotFound(t, w, notFoundData, wire.WorkData, h, "late")
+	expectJobNotFound(t, w, notFoundResult, wire.WorkComplete, h, "late")
 	expectQuiet(t, c)
 	expectQuiet(t, c2)
 	// Not requeued: nobody gets it again.
@@ -1478,10 +1459,8 @@ func TestE2ECanDoTimeout(t *testing.T) {
 		c.Send(wire.GetStatus, hb)
 		return c.Expect(wire.StatusRes).Fields[1] == "0"
 	}, "background job never timed out")
-	c.Send(wire.GetStatus, hp)
-	c.Expect(wire.StatusRes, hp, "1", "1", "0", "0")
-	w.Send(wire.WorkComplete, hp, "p done")
-	c.Expect(wire.WorkComplete, hp, "p done")
+	expectStatus(t, c, hp, "1", "1", "0", "0")
+	completeJob(t, w, hp, "p done", c)
 
 	// Non-numeric timeout means none (gearmand's strtol).
 	w3 := gstest.Dial(t, srv.Addr)
@@ -1512,13 +1491,11 @@ func TestE2EClientDisconnect(t *testing.T) {
 		c.Raw().Close()
 		// Only the shared job is left (c2 still waits on it).
 		waitStatus(t, adm, "cd-q", "1 0 0")
-		adm.Send(wire.GetStatus, h)
-		adm.Expect(wire.StatusRes, h, "0", "0", "0", "0")
+		expectStatus(t, adm, h, "0", "0", "0", "0")
 		w := dialWorker(t, srv, "cd-q")
 		grab(t, w, hs, "cd-q", "z")
 		expectNoJob(t, w)
-		w.Send(wire.WorkComplete, hs, "r")
-		c2.Expect(wire.WorkComplete, hs, "r")
+		completeJob(t, w, hs, "r", c2)
 		c2.Raw().Close()
 		waitStatus(t, adm, "cd-q", "0 0 1")
 	})
@@ -1528,14 +1505,10 @@ func TestE2EClientDisconnect(t *testing.T) {
 		h := submit(t, c, wire.SubmitJob, "cd-r", "cd-ru", "x")
 		grab(t, w, h, "cd-r", "x")
 		c.Raw().Close()
-		gstest.Eventually(t, 5*time.Second, func() bool {
-			adm.Send(wire.GetStatusUnique, "cd-ru")
-			return adm.Expect(wire.StatusResUnique).Fields[5] == "0"
-		}, "client never detached")
+		waitClients(t, adm, "cd-ru", "0")
 		waitStatus(t, adm, "cd-r", "1 1 1")
 		w.Send(wire.WorkData, h, "d")
-		w.Send(wire.WorkComplete, h, "nobody hears")
-		expectQuiet(t, w) // no error: the job existed
+		completeJob(t, w, h, "nobody hears") // no error: the job existed
 		waitStatus(t, adm, "cd-r", "0 0 1")
 		expectNoJob(t, w)
 	})
@@ -1543,32 +1516,21 @@ func TestE2EClientDisconnect(t *testing.T) {
 		bgc := gstest.Dial(t, srv.Addr)
 		h := submit(t, bgc, wire.SubmitJobBG, "cd-b", "cd-bu", "keep me")
 		c := gstest.Dial(t, srv.Addr)
-		if h2 := submit(t, c, wire.SubmitJob, "cd-b", "cd-bu", "keep me"); h2 != h {
-			t.Fatalf("coalesce: %q, want %q", h2, h)
-		}
-		adm.Send(wire.GetStatusUnique, "cd-bu")
-		adm.Expect(wire.StatusResUnique, "cd-bu", "1", "0", "0", "0", "1")
+		requireSameJob(t, "coalesce", submit(t, c, wire.SubmitJob, "cd-b", "cd-bu", "keep me"), h)
+		expectStatusUnique(t, adm, "cd-bu", "1", "0", "0", "0", "1")
 		c.Raw().Close()
-		gstest.Eventually(t, 5*time.Second, func() bool {
-			adm.Send(wire.GetStatusUnique, "cd-bu")
-			return adm.Expect(wire.StatusResUnique).Fields[5] == "0"
-		}, "client never detached")
+		waitClients(t, adm, "cd-bu", "0")
 		waitStatus(t, adm, "cd-b", "1 0 0")
 		w := dialWorker(t, srv, "cd-b")
 		grab(t, w, h, "cd-b", "keep me")
 		// And while running, a foreground client leaving does not stop it.
 		c3 := gstest.Dial(t, srv.Addr)
 		submit(t, c3, wire.SubmitJob, "cd-b", "cd-bu", "keep me")
-		adm.Send(wire.GetStatusUnique, "cd-bu")
-		adm.Expect(wire.StatusResUnique, "cd-bu", "1", "1", "0", "0", "1")
+		expectStatusUnique(t, adm, "cd-bu", "1", "1", "0", "0", "1")
 		c3.Raw().Close()
-		gstest.Eventually(t, 5*time.Second, func() bool {
-			adm.Send(wire.GetStatusUnique, "cd-bu")
-			return adm.Expect(wire.StatusResUnique).Fields[5] == "0"
-		}, "running: client never detached")
+		waitClients(t, adm, "cd-bu", "0")
 		waitStatus(t, adm, "cd-b", "1 1 1")
-		w.Send(wire.WorkComplete, h, "")
-		expectQuiet(t, w)
+		completeJob(t, w, h, "")
 		waitStatus(t, adm, "cd-b", "0 0 1")
 	})
 }
@@ -1603,8 +1565,7 @@ func TestE2EWorkerDisconnect(t *testing.T) {
 	waitStatus(t, adm, fb, "2 0 0")
 	c.ExpectSilence(100 * time.Millisecond)
 	// Progress is reset.
-	c.Send(wire.GetStatus, ha)
-	c.Expect(wire.StatusRes, ha, "1", "0", "0", "0")
+	expectStatus(t, c, ha, "1", "0", "0", "0")
 
 	w2 := dialWorker(t, srv, fa)
 	grab(t, w2, ha2, fa, "A2") // requeued at the tail
@@ -1616,18 +1577,15 @@ func TestE2EWorkerDisconnect(t *testing.T) {
 	w3 := dialWorker(t, srv, fb)
 	grab(t, w3, hbg, fb, "Bbg")
 	grab(t, w3, hb, fb, "B")
-	w3.Send(wire.WorkComplete, hb, "B done")
-	c.Expect(wire.WorkComplete, hb, "B done")
-	w3.Send(wire.WorkComplete, hbg, "")
-	expectQuiet(t, w3)
+	completeJob(t, w3, hb, "B done", c)
+	completeJob(t, w3, hbg, "")
 	expectQuiet(t, c)
 
 	// A sleeping worker is woken by the requeue.
 	h := submit(t, c, wire.SubmitJobBG, fa, "", "R")
 	w4 := dialWorker(t, srv, fa)
 	grab(t, w4, h, fa, "R")
-	w2.Send(wire.PreSleep)
-	expectQuiet(t, w2)
+	preSleep(t, w2)
 	w4.Raw().Close()
 	w2.Expect(wire.Noop)
 	grab(t, w2, h, fa, "R")
@@ -1638,8 +1596,7 @@ func TestE2EWorkerDisconnect(t *testing.T) {
 		w2 = dialWorker(t, srv, fa)
 		grabOnceRequeued(t, w2, h, fa, "R")
 		if i == 3 {
-			w2.Send(wire.WorkComplete, h, "")
-			expectQuiet(t, w2)
+			completeJob(t, w2, h, "")
 		}
 	}
 	waitStatus(t, adm, fa, "0 0 1")
@@ -1669,8 +1626,7 @@ func TestE2EJobRetries(t *testing.T) {
 			}
 			c.Expect(wire.WorkFail, h)
 			waitStatus(t, adm, "jr", "0 0 0")
-			c.Send(wire.GetStatus, h)
-			c.Expect(wire.StatusRes, h, "0", "0", "0", "0")
+			expectStatus(t, c, h, "0", "0", "0", "0")
 			w := dialWorker(t, srv, "jr")
 			expectNoJob(t, w)
 			expectQuiet(t, c)
@@ -1692,8 +1648,7 @@ func TestE2EPreSleepNoop(t *testing.T) {
 		fa, fb := twoShards(t, srv, "ps")
 		c := gstest.Dial(t, srv.Addr)
 		w := dialWorker(t, srv, fa, fb)
-		w.Send(wire.PreSleep)
-		expectQuiet(t, w)
+		preSleep(t, w)
 		ha := submit(t, c, wire.SubmitJobBG, fa, "", "a")
 		hb := submit(t, c, wire.SubmitJobBG, fb, "", "b")
 		hb2 := submit(t, c, wire.SubmitJobBG, fb, "", "b2")
@@ -1714,8 +1669,7 @@ func TestE2EPreSleepNoop(t *testing.T) {
 		expectNoJob(t, w)
 		// Sleep again: one NOOP for the next job, on either shard.
 		for _, fn := range []string{fb, fa} {
-			w.Send(wire.PreSleep)
-			expectQuiet(t, w)
+			preSleep(t, w)
 			h := submit(t, c, wire.SubmitJobBG, fn, "", "again")
 			submit(t, c, wire.SubmitJobBG, fa, "", "more")
 			submit(t, c, wire.SubmitJobBG, fb, "", "more")
@@ -1745,8 +1699,7 @@ func TestE2EPreSleepNoop(t *testing.T) {
 			w.Expect(wire.Noop)
 			expectQuiet(t, w)
 			grab(t, w, h, fn, "queued")
-			w.Send(wire.WorkComplete, h, "")
-			expectQuiet(t, w)
+			completeJob(t, w, h, "")
 		}
 		// Nothing queued: no NOOP, for a worker and for a connection
 		// without abilities.
@@ -1770,8 +1723,7 @@ func TestE2EPreSleepNoop(t *testing.T) {
 		var ws []*gstest.Conn
 		for range 3 {
 			w := dialWorker(t, srv, "psall")
-			w.Send(wire.PreSleep)
-			expectQuiet(t, w)
+			preSleep(t, w)
 			ws = append(ws, w)
 		}
 		awake := dialWorker(t, srv, "psall") // did not PRE_SLEEP
@@ -1797,8 +1749,7 @@ func TestE2EPreSleepNoop(t *testing.T) {
 		w1 := dialWorker(t, srv, fa, fb)
 		w2 := dialWorker(t, srv, fa, fb)
 		for _, w := range []*gstest.Conn{w1, w2} {
-			w.Send(wire.PreSleep)
-			expectQuiet(t, w)
+			preSleep(t, w)
 		}
 		submit(t, c, wire.SubmitJobBG, fa, "", "1")
 		g1, g2 := barrier(t, w1), barrier(t, w2)
@@ -1844,8 +1795,7 @@ func TestE2ECantDoResetAbilities(t *testing.T) {
 	expectQuiet(t, w)
 
 	// A sleeping worker is not woken for a function it gave up.
-	w.Send(wire.PreSleep)
-	expectQuiet(t, w)
+	preSleep(t, w)
 	submit(t, c, wire.SubmitJobBG, fa, "", "a2")
 	expectQuiet(t, w)
 
@@ -1855,13 +1805,9 @@ func TestE2ECantDoResetAbilities(t *testing.T) {
 	submit(t, c, wire.SubmitJobBG, fb, "", "b")
 	submit(t, c, wire.SubmitJobBG, fc, "", "c2")
 	expectQuiet(t, w)
-	for _, g := range []wire.Type{wire.GrabJob, wire.GrabJobUniq, wire.GrabJobAll} {
-		w.Send(g)
-		w.Expect(wire.NoJob)
-	}
+	expectNoJobEveryGrab(t, w)
 	// It still finishes the job it holds.
-	w.Send(wire.WorkComplete, hc, "")
-	expectQuiet(t, w)
+	completeJob(t, w, hc, "")
 	waitStatus(t, adm, fc, "1 0 0")
 	// Registering again works.
 	w.Send(wire.CanDo, fa)
