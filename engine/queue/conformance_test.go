@@ -1,12 +1,18 @@
 package queue
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -466,4 +472,150 @@ func testAfterDone(t *testing.T, open func(t *testing.T) engine.Store) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// The crash test: a child process (this test binary again, running the
+// same test) adds records and writes "ack N" for each acknowledged one;
+// the parent SIGKILLs it after 2,000 acknowledgements, reopens the store
+// and checks that every acknowledged record is replayed, as it was added.
+// TestSQLiteCrash, TestSQLiteCrashWithRemoves, TestPostgresCrash and
+// TestRedisCrash run it.
+
+// crashCase is a store under the crash test.
+type crashCase struct {
+	store string // in failure messages
+	// setup, in the parent, gives a fresh location for the store (a file,
+	// a server's address); the child gets it too.
+	setup func(t *testing.T) string
+	open  func(t *testing.T, at string) engine.Store
+	// removes: the child removes each even-numbered record once it is
+	// acknowledged (as a worker finishes the job), so that Removes go with
+	// the Adds' writes; such a record may or may not be replayed.
+	removes bool
+	// check, when not nil, checks the location once the replay is checked.
+	check func(t *testing.T, at string)
+}
+
+// crashEnv tells the child which test it runs for, and where the store is:
+// "TestName\tlocation".
+const crashEnv = "GEARSHARD_QUEUE_CRASH_CHILD"
+
+func crashRecord(n int) engine.Record {
+	return engine.Record{
+		Function: fmt.Appendf(nil, "crash%d", n%5),
+		Unique:   fmt.Appendf(nil, "c-%d", n),
+		Priority: engine.Priority(n % 3),
+		Data:     fmt.Appendf(nil, "payload %d \x00\xff", n),
+		When:     int64(n%2) * 1700000000,
+	}
+}
+
+func testCrash(t *testing.T, c crashCase) {
+	if name, at, ok := strings.Cut(os.Getenv(crashEnv), "\t"); ok && name == t.Name() {
+		crashChild(c.open(t, at), c.removes)
+		return
+	}
+	at := c.setup(t)
+	closeStore(t, c.open(t, at)) // the store (file, table) exists before the child starts
+	// -test.v: what the child logs reaches the parent at once.
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), crashEnv+"="+t.Name()+"\t"+at)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	timer := time.AfterFunc(90*time.Second, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	acked := map[int]bool{}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		n, isAck := strings.CutPrefix(line, "ack ")
+		i, err := strconv.Atoi(n)
+		if !isAck || err != nil {
+			t.Logf("%s child: %s", c.store, line)
+			continue
+		}
+		acked[i] = true
+		if len(acked) >= 2000 && !killed {
+			cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+		}
+	}
+	cmd.Wait()
+	if !killed {
+		t.Fatalf("%s: child ended after %d acknowledgements without being killed; stderr:\n%s", c.store, len(acked), stderr.String())
+	}
+	t.Logf("%s: child killed after %d acknowledgements (counting those already in the pipe)", c.store, len(acked))
+
+	s := c.open(t, at)
+	defer closeStore(t, s)
+	got := replayAll(t, s)
+	lost, wrong, removed := 0, 0, 0
+	for i := range acked {
+		w := crashRecord(i)
+		g, ok := got[recKey(w.Function, w.Unique)]
+		switch {
+		case !ok && c.removes && i%2 == 0:
+			removed++
+		case !ok:
+			if lost++; lost <= 10 {
+				t.Errorf("%s: acknowledged record %d (%q/%q) not replayed", c.store, i, w.Function, w.Unique)
+			}
+		default:
+			if p := sameRecord(g, w); p != "" {
+				if wrong++; wrong <= 10 {
+					t.Errorf("%s: acknowledged record %d: %s", c.store, i, p)
+				}
+			}
+		}
+	}
+	if lost+wrong > 0 {
+		t.Fatalf("%s: of %d acknowledged records %d lost, %d replayed wrong", c.store, len(acked), lost, wrong)
+	}
+	t.Logf("%s: all %d acknowledged records replayed (but %d removed); %d in the store", c.store, len(acked), removed, len(got))
+	if c.removes && removed == 0 {
+		t.Errorf("%s: no Remove reached the store", c.store)
+	}
+	if c.check != nil {
+		c.check(t, at)
+	}
+}
+
+// crashChild runs in the child: it adds records without end from 8
+// goroutines, 32 in flight each, and writes "ack N" the moment record N is
+// acknowledged, until killed.
+func crashChild(s engine.Store, removes bool) {
+	var next atomic.Int64
+	var out sync.Mutex
+	for range 8 {
+		go func() {
+			sem := make(chan struct{}, 32)
+			for {
+				sem <- struct{}{}
+				n := int(next.Add(1))
+				r := crashRecord(n)
+				s.Add(r, func(err error) {
+					if err == nil {
+						out.Lock()
+						os.Stdout.WriteString("ack " + strconv.Itoa(n) + "\n")
+						out.Unlock()
+						if removes && n%2 == 0 {
+							s.Remove(r.Function, r.Unique)
+						}
+					}
+					<-sem
+				})
+			}
+		}()
+	}
+	time.Sleep(60 * time.Second) // the parent kills us long before
+	fmt.Fprintln(os.Stderr, "crash child: not killed")
+	os.Exit(3)
 }

@@ -19,15 +19,22 @@ import (
 	"gearshard/engine/queue/queuetest"
 )
 
-func pgOpen(t testing.TB, conninfo, table string) *Postgres {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := OpenPostgres(ctx, conninfo, table, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("OpenPostgres: %v", err)
-	}
-	return s
+// pgStore is the PostgreSQL store for the tests all network stores share.
+var pgStore = netStore{
+	name: "postgres",
+	server: func(t testing.TB) (netServer, string) {
+		srv := queuetest.NewPostgres(t)
+		return srv, srv.Conninfo
+	},
+	dial: func(conninfo, table string) (engine.Store, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return OpenPostgres(ctx, conninfo, table, zerolog.Nop())
+	},
+	dflt: "queue",
+	// An immediate shutdown, without a checkpoint: the next start
+	// recovers from the WAL, as after a crash.
+	crash: syscall.SIGQUIT,
 }
 
 func pgExec(t testing.TB, conninfo, sql string, args ...any) {
@@ -96,22 +103,11 @@ func TestPostgresValidTable(t *testing.T) {
 // TestPostgres runs the store against one PostgreSQL server, each part on
 // a table of its own.
 func TestPostgres(t *testing.T) {
-	conninfo := startPostgres(t)
-	tables := 0
-	testStore(t, func(t *testing.T) func(t *testing.T) engine.Store {
-		tables++
-		table := fmt.Sprintf("conformance%d", tables)
-		return func(t *testing.T) engine.Store { return pgOpen(t, conninfo, table) }
-	})
+	conninfo := queuetest.StartPostgres(t)
+	netConformance(t, pgStore, conninfo)
 
 	t.Run("DefaultTable", func(t *testing.T) {
-		s := pgOpen(t, conninfo, "") // gearmand's default table, queue
-		r := engine.Record{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Low, Data: []byte("later"), When: 2000000000}
-		addAll(t, s, []engine.Record{r})
-		closeStore(t, s)
-		s = pgOpen(t, conninfo, "queue")
-		defer closeStore(t, s)
-		wantSet(t, replayAll(t, s), []engine.Record{r})
+		netDefault(t, pgStore, conninfo, engine.Record{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Low, Data: []byte("later"), When: 2000000000})
 
 		// Plain keys are stored as they are: gearmand reads these rows.
 		ctx := context.Background()
@@ -133,7 +129,7 @@ func TestPostgres(t *testing.T) {
 	t.Run("GearmandRows", func(t *testing.T) {
 		// Rows as gearmand 1.1 writes them (plain INSERT), one with NULL
 		// when_to_run.
-		s := pgOpen(t, conninfo, "gm")
+		s := pgStore.open(t, conninfo, "gm")
 		pgExec(t, conninfo, "INSERT INTO gm (unique_key, function_name, priority, data, when_to_run) VALUES"+
 			" ('u1', 'reverse', 0, 'abc', 0), ('', 'empty', 2, '\\x00ff'::bytea, 1700000000), ('u-3', 'f-n', 1, NULL, NULL)")
 		want := []engine.Record{
@@ -145,14 +141,14 @@ func TestPostgres(t *testing.T) {
 		s.Remove([]byte("reverse"), []byte("u1"))
 		addAll(t, s, []engine.Record{{Function: []byte("f-n"), Unique: []byte("u-3"), Priority: engine.High, Data: []byte("new")}})
 		closeStore(t, s)
-		s = pgOpen(t, conninfo, "gm")
+		s = pgStore.open(t, conninfo, "gm")
 		defer closeStore(t, s)
 		wantSet(t, replayAll(t, s), []engine.Record{want[1],
 			{Function: []byte("f-n"), Unique: []byte("u-3"), Priority: engine.High, Data: []byte("new")}})
 	})
 
 	t.Run("Limits", func(t *testing.T) {
-		s := pgOpen(t, conninfo, "limits")
+		s := pgStore.open(t, conninfo, "limits")
 		defer s.Close()
 		for _, r := range []engine.Record{
 			{Function: bytes.Repeat([]byte("f"), 256), Unique: []byte("u")},
@@ -170,51 +166,26 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("BadOpen", func(t *testing.T) {
-		ctx := context.Background()
-		if _, err := OpenPostgres(ctx, conninfo, "q; DROP TABLE queue", zerolog.Nop()); err == nil {
+		if _, err := pgStore.dial(conninfo, "q; DROP TABLE queue"); err == nil {
 			t.Errorf("bad table name accepted")
 		}
-		port := queuetest.FreePort(t)
-		t0 := time.Now()
-		if _, err := OpenPostgres(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable", port), "", zerolog.Nop()); err == nil {
-			t.Errorf("open of a server that is not there succeeded")
-		} else if time.Since(t0) > netAttempt+time.Second {
-			t.Errorf("open failed after %v", time.Since(t0))
-		}
+		netNoServer(t, pgStore, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres sslmode=disable", queuetest.FreePort(t)))
 	})
 }
 
-func TestPostgresRestart(t *testing.T) {
-	srv := newPostgres(t)
-	netRestart(t, func() engine.Store { return pgOpen(t, srv.conninfo, "") },
-		func() { srv.stop(syscall.SIGQUIT) }, srv.start)
-}
-
-func TestPostgresStall(t *testing.T) {
-	srv := newPostgres(t)
-	netStall(t, func() engine.Store { return pgOpen(t, srv.conninfo, "") },
-		func() { srv.signal(syscall.SIGSTOP) }, func() { srv.signal(syscall.SIGCONT) })
-}
-
-func TestPostgresCrash(t *testing.T) {
-	if conninfo, child := netCrashChildArgs("postgres"); child {
-		netCrashChild(pgOpen(t, conninfo, "crash"))
-		return
-	}
-	conninfo := startPostgres(t)
-	pgOpen(t, conninfo, "crash").Close() // the table exists before the child starts
-	netCrash(t, "postgres", conninfo, "TestPostgresCrash", func() engine.Store { return pgOpen(t, conninfo, "crash") })
-}
+func TestPostgresRestart(t *testing.T) { netRestart(t, pgStore) }
+func TestPostgresStall(t *testing.T)   { netStall(t, pgStore) }
+func TestPostgresCrash(t *testing.T)   { netCrash(t, pgStore) }
 
 // BenchmarkPostgresAdd: acknowledged Adds per second, many in flight.
-func BenchmarkPostgresAdd(b *testing.B) {
-	conninfo := startPostgres(b)
-	s := pgOpen(b, conninfo, "bench")
-	defer s.Close()
-	netBenchAdd(b, s)
-}
+func BenchmarkPostgresAdd(b *testing.B) { netBenchAdd(b, pgStore) }
 
-func netBenchAdd(b *testing.B, s engine.Store) {
+// netBenchAdd: acknowledged Adds per second on a server of the
+// benchmark's own.
+func netBenchAdd(b *testing.B, n netStore) {
+	_, addr := n.server(b)
+	s := n.open(b, addr, "bench")
+	defer s.Close()
 	var seq atomic.Uint64
 	data := bytes.Repeat([]byte("x"), 100)
 	b.SetParallelism(netBenchParallel)

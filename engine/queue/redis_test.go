@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
@@ -14,13 +13,17 @@ import (
 	"gearshard/engine/queue/queuetest"
 )
 
-func redisOpen(t testing.TB, addr, prefix string) *Redis {
-	t.Helper()
-	s, err := OpenRedis(addr, "", prefix, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("OpenRedis: %v", err)
-	}
-	return s
+// redisStore is the Redis store for the tests all network stores share.
+var redisStore = netStore{
+	name: "redis",
+	server: func(t testing.TB) (netServer, string) {
+		srv := queuetest.NewRedis(t)
+		return srv, srv.Addr
+	},
+	dial: func(addr, prefix string) (engine.Store, error) { return OpenRedis(addr, "", prefix, zerolog.Nop()) },
+	dflt: "_gear_",
+	// A crash of Redis: the fsync'ed AOF keeps what was acknowledged.
+	crash: syscall.SIGKILL,
 }
 
 func redisClient(t testing.TB, addr string) *redis.Client {
@@ -50,27 +53,16 @@ func TestRedisKey(t *testing.T) {
 // TestRedis runs the store against one Redis server, each part under a
 // prefix of its own.
 func TestRedis(t *testing.T) {
-	addr := startRedis(t)
+	addr := queuetest.StartRedis(t)
 	cfg, err := redisClient(t, addr).ConfigGet(context.Background(), "append*").Result()
 	if err != nil || cfg["appendonly"] != "yes" || cfg["appendfsync"] != "always" {
 		t.Fatalf("test server not fsyncing every write: %v %v", cfg, err)
 	}
 
-	prefixes := 0
-	testStore(t, func(t *testing.T) func(t *testing.T) engine.Store {
-		prefixes++
-		prefix := fmt.Sprintf("conformance%d", prefixes)
-		return func(t *testing.T) engine.Store { return redisOpen(t, addr, prefix) }
-	})
+	netConformance(t, redisStore, addr)
 
 	t.Run("DefaultPrefix", func(t *testing.T) {
-		s := redisOpen(t, addr, "") // gearmand's default prefix, _gear_
-		r := engine.Record{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Low, Data: []byte("later"), When: 2000000000}
-		addAll(t, s, []engine.Record{r})
-		closeStore(t, s)
-		s = redisOpen(t, addr, "_gear_")
-		defer closeStore(t, s)
-		wantSet(t, replayAll(t, s), []engine.Record{r})
+		netDefault(t, redisStore, addr, engine.Record{Function: []byte("epoch"), Unique: []byte("e1"), Priority: engine.Low, Data: []byte("later"), When: 2000000000})
 
 		// gearmand's fields, at gearmand's key for a key without '-'.
 		h, err := redisClient(t, addr).HGetAll(context.Background(), "_gear_-epoch-e1").Result()
@@ -100,7 +92,7 @@ func TestRedis(t *testing.T) {
 		if err := c.Set(ctx, "gm-string-key", "not a hash", 0).Err(); err != nil {
 			t.Fatal(err)
 		}
-		s := redisOpen(t, addr, "gm")
+		s := redisStore.open(t, addr, "gm")
 		want := []engine.Record{
 			{Function: []byte("reverse"), Unique: []byte("u1"), Priority: engine.High, Data: []byte("abc")},
 			{Function: []byte("f"), Unique: []byte("n-with-dashes"), Priority: engine.Low, Data: []byte{0, 0xff}},
@@ -118,7 +110,7 @@ func TestRedis(t *testing.T) {
 	})
 
 	t.Run("DashKeysDistinct", func(t *testing.T) {
-		s := redisOpen(t, addr, "dash")
+		s := redisStore.open(t, addr, "dash")
 		rs := []engine.Record{
 			{Function: []byte("a-b"), Unique: []byte("c"), Priority: engine.Normal, Data: []byte("1")},
 			{Function: []byte("a"), Unique: []byte("b-c"), Priority: engine.Normal, Data: []byte("2")},
@@ -128,48 +120,20 @@ func TestRedis(t *testing.T) {
 		}
 		addAll(t, s, rs)
 		closeStore(t, s)
-		s = redisOpen(t, addr, "dash")
+		s = redisStore.open(t, addr, "dash")
 		defer closeStore(t, s)
 		wantSet(t, replayAll(t, s), rs)
 	})
 
 	t.Run("BadOpen", func(t *testing.T) {
-		t0 := time.Now()
-		if _, err := OpenRedis(fmt.Sprintf("127.0.0.1:%d", queuetest.FreePort(t)), "", "", zerolog.Nop()); err == nil {
-			t.Errorf("open of a server that is not there succeeded")
-		} else if time.Since(t0) > netAttempt+time.Second {
-			t.Errorf("open failed after %v", time.Since(t0))
-		}
+		netNoServer(t, redisStore, fmt.Sprintf("127.0.0.1:%d", queuetest.FreePort(t)))
 	})
 }
 
-func TestRedisRestart(t *testing.T) {
-	srv := newRedis(t)
-	// SIGKILL: a crash of Redis; the fsync'ed AOF keeps what was acknowledged.
-	netRestart(t, func() engine.Store { return redisOpen(t, srv.addr, "") },
-		func() { srv.stop(syscall.SIGKILL) }, srv.start)
-}
-
-func TestRedisStall(t *testing.T) {
-	srv := newRedis(t)
-	netStall(t, func() engine.Store { return redisOpen(t, srv.addr, "") },
-		func() { srv.signal(syscall.SIGSTOP) }, func() { srv.signal(syscall.SIGCONT) })
-}
-
-func TestRedisCrash(t *testing.T) {
-	if addr, child := netCrashChildArgs("redis"); child {
-		netCrashChild(redisOpen(t, addr, "crash"))
-		return
-	}
-	addr := startRedis(t)
-	netCrash(t, "redis", addr, "TestRedisCrash", func() engine.Store { return redisOpen(t, addr, "crash") })
-}
+func TestRedisRestart(t *testing.T) { netRestart(t, redisStore) }
+func TestRedisStall(t *testing.T)   { netStall(t, redisStore) }
+func TestRedisCrash(t *testing.T)   { netCrash(t, redisStore) }
 
 // BenchmarkRedisAdd: acknowledged Adds per second, many in flight, with
 // an fsync per transaction (appendfsync always).
-func BenchmarkRedisAdd(b *testing.B) {
-	addr := startRedis(b)
-	s := redisOpen(b, addr, "bench")
-	defer s.Close()
-	netBenchAdd(b, s)
-}
+func BenchmarkRedisAdd(b *testing.B) { netBenchAdd(b, redisStore) }

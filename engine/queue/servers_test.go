@@ -1,14 +1,8 @@
 package queue
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,42 +11,41 @@ import (
 	"github.com/rs/zerolog"
 
 	"gearshard/engine"
-	"gearshard/engine/queue/queuetest"
 )
 
-// The database servers come from gearshard/engine/queue/queuetest, which
-// the end-to-end tests of cmd/gearshard share.
-
-func startPostgres(t testing.TB) string { return queuetest.StartPostgres(t) }
-func startRedis(t testing.TB) string    { return queuetest.StartRedis(t) }
-
-type pgServer struct {
-	*queuetest.Postgres
-	conninfo string
+// netStore is what the tests of a store on a database server (PostgreSQL
+// or Redis, from gearshard/engine/queue/queuetest, which the end-to-end
+// tests of cmd/gearshard share) need to know of it: pgStore, redisStore.
+type netStore struct {
+	name string // in failure messages
+	// server starts a server of the test's own and gives the address the
+	// store opens.
+	server func(t testing.TB) (netServer, string)
+	// dial opens the store on the server at addr, under the table or key
+	// prefix at ("": gearmand's default, dflt).
+	dial func(addr, at string) (engine.Store, error)
+	dflt string
+	// crash is how the restart test stops the server: abruptly, so that
+	// only what the server made durable survives.
+	crash syscall.Signal
 }
 
-func newPostgres(t testing.TB) *pgServer {
-	p := queuetest.NewPostgres(t)
-	return &pgServer{p, p.Conninfo}
+// open is dial, failing the test on an error.
+func (n netStore) open(t testing.TB, addr, at string) engine.Store {
+	t.Helper()
+	s, err := n.dial(addr, at)
+	if err != nil {
+		t.Fatalf("%s: open at %q: %v", n.name, at, err)
+	}
+	return s
 }
 
-func (s *pgServer) start()                    { s.Start() }
-func (s *pgServer) stop(sig syscall.Signal)   { s.Stop(sig) }
-func (s *pgServer) signal(sig syscall.Signal) { s.Signal(sig) }
-
-type redisServer struct {
-	*queuetest.Redis
-	addr string
+// netServer is a queuetest.Postgres or queuetest.Redis.
+type netServer interface {
+	Start()
+	Stop(sig syscall.Signal)
+	Signal(sig syscall.Signal)
 }
-
-func newRedis(t testing.TB) *redisServer {
-	r := queuetest.NewRedis(t)
-	return &redisServer{r, r.Addr}
-}
-
-func (s *redisServer) start()                    { s.Start() }
-func (s *redisServer) stop(sig syscall.Signal)   { s.Stop(sig) }
-func (s *redisServer) signal(sig syscall.Signal) { s.Signal(sig) }
 
 // What only the PostgreSQL and Redis stores have (a server that can go
 // away or freeze); the generic suite and its helpers are in
@@ -61,7 +54,9 @@ func (s *redisServer) signal(sig syscall.Signal) { s.Signal(sig) }
 // netRestart: with the server stopped, Adds fail within the bound; once it
 // is back the store reconnects by itself, Removes that failed meanwhile
 // are applied, and everything acknowledged is there.
-func netRestart(t *testing.T, open func() engine.Store, stop, start func()) {
+func netRestart(t *testing.T, n netStore) {
+	srv, addr := n.server(t)
+	open := func() engine.Store { return n.open(t, addr, "") }
 	s := open()
 	rec := func(phase string, i int) engine.Record {
 		return engine.Record{Function: []byte("restart"), Unique: fmt.Appendf(nil, "%s-%d", phase, i), Priority: engine.Priority(i % 3), Data: fmt.Appendf(nil, "%s %d", phase, i), When: int64(i)}
@@ -72,7 +67,7 @@ func netRestart(t *testing.T, open func() engine.Store, stop, start func()) {
 	}
 	addAll(t, s, acked)
 
-	stop()
+	srv.Stop(n.crash)
 	for i := range 10 {
 		t0 := time.Now()
 		err := addWait(t, s, rec("down", i), 2*netAttempt+2*time.Second)
@@ -91,19 +86,8 @@ func netRestart(t *testing.T, open func() engine.Store, stop, start func()) {
 	s.Remove([]byte("restart"), []byte("before-1"))
 	acked = acked[2:]
 
-	start()
-	t0 := time.Now()
-	for i := 0; ; i++ {
-		r := rec("probe", i)
-		if err := addWait(t, s, r, 2*netAttempt+2*time.Second); err == nil {
-			acked = append(acked, r)
-			break
-		} else if time.Since(t0) > 20*time.Second {
-			t.Fatalf("store did not reconnect in 20 s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Logf("reconnected %v after the restart", time.Since(t0).Round(time.Millisecond))
+	srv.Start()
+	acked = append(acked, netBack(t, s, "restart", func(i int) engine.Record { return rec("probe", i) }))
 	var after []engine.Record
 	for i := range 100 {
 		after = append(after, rec("after", i))
@@ -116,12 +100,31 @@ func netRestart(t *testing.T, open func() engine.Store, stop, start func()) {
 	wantSet(t, replayAll(t, s), acked)
 }
 
+// netBack: once the server is back (after event), the store goes on by
+// itself: it adds rec(0), rec(1), ... until one is acknowledged, within
+// 20 s, and returns that one.
+func netBack(t *testing.T, s engine.Store, event string, rec func(i int) engine.Record) engine.Record {
+	t.Helper()
+	t0 := time.Now()
+	for i := 0; ; i++ {
+		r := rec(i)
+		if err := addWait(t, s, r, 2*netAttempt+2*time.Second); err == nil {
+			t.Logf("store back %v after the %s", time.Since(t0).Round(time.Millisecond), event)
+			return r
+		} else if time.Since(t0) > 20*time.Second {
+			t.Fatalf("store not back 20 s after the %s: %v", event, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // netStall: with the server frozen (SIGSTOP: connections open, no
 // answers), Adds fail after the bound rather than hang; once it runs again
 // the store goes on. An Add that failed so may still have been written
 // (the server runs what it had received once it resumes): at least once.
-func netStall(t *testing.T, open func() engine.Store, freeze, thaw func()) {
-	s := open()
+func netStall(t *testing.T, n netStore) {
+	srv, addr := n.server(t)
+	s := n.open(t, addr, "")
 	defer s.Close()
 	rec := func(phase string, i int) engine.Record {
 		return engine.Record{Function: []byte("stall"), Unique: fmt.Appendf(nil, "%s-%d", phase, i), Priority: engine.Normal, Data: []byte(phase)}
@@ -131,11 +134,11 @@ func netStall(t *testing.T, open func() engine.Store, freeze, thaw func()) {
 		acked = append(acked, rec("before", i))
 	}
 	addAll(t, s, acked)
-	freeze()
+	srv.Signal(syscall.SIGSTOP)
 	thawed := false
 	defer func() {
 		if !thawed {
-			thaw()
+			srv.Signal(syscall.SIGCONT)
 		}
 	}()
 	t0 := time.Now()
@@ -182,19 +185,9 @@ func netStall(t *testing.T, open func() engine.Store, freeze, thaw func()) {
 	q.mu.Lock()
 	q.limit = MaxPending
 	q.mu.Unlock()
-	thaw()
+	srv.Signal(syscall.SIGCONT)
 	thawed = true
-	t0 = time.Now()
-	for i := 0; ; i++ {
-		r := rec("after", i)
-		if err := addWait(t, s, r, 2*netAttempt+2*time.Second); err == nil {
-			acked = append(acked, r)
-			break
-		} else if time.Since(t0) > 20*time.Second {
-			t.Fatalf("store did not recover in 20 s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	acked = append(acked, netBack(t, s, "thaw", func(i int) engine.Record { return rec("after", i) }))
 	for range 5 { // the Adds that waited: written once the server is back, or failed
 		select {
 		case <-full:
@@ -212,122 +205,50 @@ func netStall(t *testing.T, open func() engine.Store, freeze, thaw func()) {
 	}
 }
 
-// The crash test: a child process (this test binary again) adds records
-// and prints each acknowledged one; the parent SIGKILLs it after ~2,000
-// acknowledgements, reopens the store and checks that every acknowledged
-// record is replayed.
-
-const netCrashEnv = "GEARSHARD_QUEUE_CRASH_CHILD"
-
-func netCrashRecord(i int) engine.Record {
-	return engine.Record{
-		Function: fmt.Appendf(nil, "crash%d", i%5),
-		Unique:   fmt.Appendf(nil, "c-%d", i),
-		Priority: engine.Priority(i % 3),
-		Data:     fmt.Appendf(nil, "payload %d \x00\xff", i),
-		When:     int64(i%2) * 1700000000,
-	}
+// netCrash is the crash test (testCrash) against a server of the test's
+// own, which stays up: what the store acknowledged must be on it.
+func netCrash(t *testing.T, n netStore) {
+	testCrash(t, crashCase{
+		store: n.name,
+		setup: func(t *testing.T) string { _, addr := n.server(t); return addr },
+		open:  func(t *testing.T, addr string) engine.Store { return n.open(t, addr, "crash") },
+	})
 }
 
-// netCrashChild runs in the child: add records from 8 goroutines, 32 in
-// flight each, printing "ack N" for each acknowledged one, until killed.
-func netCrashChild(s engine.Store) {
-	var mu sync.Mutex
-	out := bufio.NewWriter(os.Stdout)
-	go func() { // flush what is acknowledged promptly
-		for {
-			time.Sleep(2 * time.Millisecond)
-			mu.Lock()
-			out.Flush()
-			mu.Unlock()
-		}
-	}()
-	for g := range 8 {
-		go func() {
-			sem := make(chan struct{}, 32)
-			for i := g; ; i += 8 {
-				sem <- struct{}{}
-				s.Add(netCrashRecord(i), func(err error) {
-					if err == nil {
-						mu.Lock()
-						fmt.Fprintf(out, "ack %d\n", i)
-						mu.Unlock()
-					}
-					<-sem
-				})
-			}
-		}()
-	}
-	time.Sleep(60 * time.Second) // the parent kills us long before
-	fmt.Fprintln(os.Stderr, "crash child: not killed")
-	os.Exit(3)
+// netConformance runs the generic suite against one server, each part
+// under a table or key prefix of its own.
+func netConformance(t *testing.T, n netStore, addr string) {
+	parts := 0
+	testStore(t, func(t *testing.T) func(t *testing.T) engine.Store {
+		parts++
+		at := fmt.Sprintf("conformance%d", parts)
+		return func(t *testing.T) engine.Store { return n.open(t, addr, at) }
+	})
 }
 
-func netCrash(t *testing.T, kind, addr, testName string, open func() engine.Store) {
-	cmd := exec.Command(os.Args[0], "-test.run=^"+testName+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), netCrashEnv+"="+kind+"\t"+addr)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	timer := time.AfterFunc(45*time.Second, func() { cmd.Process.Kill() })
-	defer timer.Stop()
-	acked := map[int]bool{}
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		n, ok := strings.CutPrefix(sc.Text(), "ack ")
-		if !ok {
-			continue
-		}
-		i, err := strconv.Atoi(n)
-		if err != nil {
-			continue
-		}
-		acked[i] = true
-		if len(acked) >= 2000 && !killed {
-			cmd.Process.Signal(syscall.SIGKILL)
-			killed = true
-		}
-	}
-	cmd.Wait()
-	if !killed {
-		t.Fatalf("child ended after %d acknowledgements:\n%s", len(acked), stderr.String())
-	}
-	t.Logf("child killed after %d acknowledgements (counting those already in the pipe)", len(acked))
-	s := open()
-	defer s.Close()
-	got := replayAll(t, s)
-	missing := 0
-	for i := range acked {
-		w := netCrashRecord(i)
-		g, ok := got[recKey(w.Function, w.Unique)]
-		if !ok {
-			if missing++; missing <= 10 {
-				t.Errorf("acknowledged record %d not replayed", i)
-			}
-			continue
-		}
-		if p := sameRecord(g, w); p != "" {
-			t.Errorf("record %d: %s", i, p)
-		}
-	}
-	if missing > 0 {
-		t.Fatalf("%d of %d acknowledged records lost", missing, len(acked))
-	}
-	t.Logf("all %d acknowledged records replayed (%d in the store)", len(acked), len(got))
+// netDefault: a store opened without a table or key prefix is at
+// gearmand's default one: r, added so, replays from there.
+func netDefault(t *testing.T, n netStore, addr string, r engine.Record) {
+	t.Helper()
+	s := n.open(t, addr, "")
+	addAll(t, s, []engine.Record{r})
+	closeStore(t, s)
+	s = n.open(t, addr, n.dflt)
+	defer closeStore(t, s)
+	wantSet(t, replayAll(t, s), []engine.Record{r})
 }
 
-// netCrashChildArgs reports whether this process is a crash child for
-// kind, and the address it is to use.
-func netCrashChildArgs(kind string) (string, bool) {
-	k, addr, ok := strings.Cut(os.Getenv(netCrashEnv), "\t")
-	return addr, ok && k == kind
+// netNoServer: opening the store at addr, where no server listens, fails
+// within the bound of one attempt.
+func netNoServer(t *testing.T, n netStore, addr string) {
+	t.Helper()
+	t0 := time.Now()
+	if s, err := n.dial(addr, ""); err == nil {
+		s.Close()
+		t.Errorf("%s: open of a server that is not there succeeded", n.name)
+	} else if d := time.Since(t0); d > netAttempt+time.Second {
+		t.Errorf("%s: open failed after %v, more than the bound %v", n.name, d, netAttempt)
+	}
 }
 
 // fakeNet is a netBackend that fails its first fail writes as a server

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -23,6 +21,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"gearshard/engine"
+	"gearshard/engine/queue/queuetest"
 	"gearshard/netio/gstest"
 	"gearshard/wire"
 )
@@ -351,148 +350,29 @@ func TestSQLiteBusyAndFull(t *testing.T) {
 	wantSet(t, replayAll(t, s), []engine.Record{rec(1), rec(2), rec(3), rec(4), rec(5), rec(7)})
 }
 
-const (
-	crashEnv       = "GEARSHARD_SQLITE_CRASH_CHILD"
-	crashRemoveEnv = "GEARSHARD_SQLITE_CRASH_REMOVE"
-)
-
-func crashRecord(n int) engine.Record {
-	return engine.Record{
-		Function: fmt.Appendf(nil, "crash%d", n%5),
-		Unique:   fmt.Appendf(nil, "c-%d", n),
-		Priority: engine.Priority(n % 3),
-		Data:     fmt.Appendf(nil, "payload\x00%d", n),
-		When:     int64(n % 2),
-	}
-}
-
-// crashChild adds records without end from 8 goroutines, 16 in flight
-// each, and prints "ack N" the moment record N is acknowledged; with
-// removes, it then removes every even-numbered one (as a worker finishes
-// the job), so that Removes share the Adds' commits.
-func crashChild(path string, removes bool) {
-	s, err := OpenSQLite(path, "", zerolog.New(os.Stderr))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(3)
-	}
-	var next atomic.Int64
-	var out sync.Mutex
-	for range 8 {
-		go func() {
-			sem := make(chan struct{}, 16)
-			for {
-				sem <- struct{}{}
-				n := int(next.Add(1))
-				r := crashRecord(n)
-				s.Add(r, func(err error) {
-					if err == nil {
-						out.Lock()
-						_, _ = os.Stdout.WriteString("ack " + strconv.Itoa(n) + "\n")
-						out.Unlock()
-						if removes && n%2 == 0 {
-							s.Remove(r.Function, r.Unique)
-						}
-					}
-					<-sem
-				})
-			}
-		}()
-	}
-	select {}
-}
-
 // Every Add acknowledged before a kill -9 is in the file afterwards.
-func TestSQLiteCrash(t *testing.T) { testSQLiteCrash(t, "TestSQLiteCrash", false) }
+func TestSQLiteCrash(t *testing.T) { testCrash(t, sqliteCrash(false)) }
 
 // Removes going with the Adds' commits (or held back for them) lose no
 // acknowledged Add in a kill -9 either; a removed record may or may not be
 // there afterwards (at least once), and the file is sound.
-func TestSQLiteCrashWithRemoves(t *testing.T) {
-	testSQLiteCrash(t, "TestSQLiteCrashWithRemoves", true)
-}
+func TestSQLiteCrashWithRemoves(t *testing.T) { testCrash(t, sqliteCrash(true)) }
 
-func testSQLiteCrash(t *testing.T, name string, removes bool) {
-	if path := os.Getenv(crashEnv); path != "" {
-		crashChild(path, os.Getenv(crashRemoveEnv) != "")
-		return
-	}
-	path := filepath.Join(t.TempDir(), "crash.db")
-	cmd := exec.Command(os.Args[0], "-test.run=^"+name+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashEnv+"="+path)
-	if removes {
-		cmd.Env = append(cmd.Env, crashRemoveEnv+"=1")
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	timer := time.AfterFunc(120*time.Second, func() { _ = cmd.Process.Kill() })
-	defer timer.Stop()
-	acked := map[int]bool{}
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		line := sc.Text()
-		n, err := strconv.Atoi(strings.TrimPrefix(line, "ack "))
-		if err != nil || !strings.HasPrefix(line, "ack ") {
-			t.Logf("child: %s", line)
-			continue
-		}
-		acked[n] = true
-		if len(acked) >= 2000 && !killed {
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			killed = true
-		}
-	}
-	_ = cmd.Wait()
-	if !killed {
-		t.Fatalf("child ended after %d acks without being killed; stderr:\n%s", len(acked), stderr.String())
-	}
-	s := openSQLiteT(t, path)
-	defer closeStore(t, s)
-	got := replayAll(t, s)
-	missing, removed := 0, 0
-	for n := range acked {
-		want := crashRecord(n)
-		r, ok := got[recKey(want.Function, want.Unique)]
-		if !ok && removes && n%2 == 0 {
-			removed++
-			continue
-		}
-		if !ok || string(r.Data) != string(want.Data) || r.Priority != want.Priority || r.When != want.When {
-			if missing < 10 {
-				t.Errorf("acknowledged record %d: replayed %v as %+v", n, ok, r)
+// sqliteCrash is the crash test on a file of the test's own, which is
+// sound afterwards.
+func sqliteCrash(removes bool) crashCase {
+	return crashCase{
+		store:   "sqlite",
+		setup:   func(t *testing.T) string { return filepath.Join(t.TempDir(), "crash.db") },
+		open:    func(t *testing.T, path string) engine.Store { return openSQLiteT(t, path) },
+		removes: removes,
+		check: func(t *testing.T, path string) {
+			var check string
+			if err := rawDB(t, path).QueryRow(`PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
+				t.Errorf("integrity_check: %q, %v", check, err)
 			}
-			missing++
-		}
+		},
 	}
-	if missing > 0 {
-		t.Fatalf("%d of %d acknowledged records lost", missing, len(acked))
-	}
-	t.Logf("killed after %d acknowledged adds; %d records in the file, all acknowledged ones among them (but %d removed)", len(acked), len(got), removed)
-	if removes && removed == 0 {
-		t.Errorf("no Remove reached the file")
-	}
-	var check string
-	if err := rawDB(t, path).QueryRow(`PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
-		t.Errorf("integrity_check: %q, %v", check, err)
-	}
-}
-
-func loopbackPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // A queue written by Debian's gearmand 1.1.20 (-q libsqlite3) replays with
@@ -505,7 +385,7 @@ func TestSQLiteGearmandCompat(t *testing.T) {
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "gearmand.db")
-	port := loopbackPort(t)
+	port := queuetest.FreePort(t)
 	logFile := filepath.Join(dir, "gearmand.log")
 	cmd := exec.Command(gearmand, "-q", "libsqlite3", "--libsqlite3-db", path,
 		"-p", strconv.Itoa(port), "-L", "127.0.0.1", "-l", logFile, "-P", filepath.Join(dir, "gearmand.pid"))

@@ -91,8 +91,7 @@ func (p *serverProc) logTail() string {
 	return string(b)
 }
 
-// freePort gives a loopback TCP port that was free a moment ago.
-// FreePort returns a loopback port nobody listens on now.
+// FreePort returns a loopback TCP port that nobody listened on a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -103,40 +102,91 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// waitReady polls ready until it succeeds, the server exits or 30 s pass.
-func waitReady(t testing.TB, p *serverProc, what string, ready func(ctx context.Context) error) {
-	t.Helper()
+// server is what Postgres and Redis share: a server process the test
+// starts, can stop, freeze and start again on the same data and port, and
+// stops at its end.
+type server struct {
+	t     testing.TB
+	what  string                          // the program, in messages
+	argv  []string                        // the command that runs it
+	dir   string                          // its working directory ("": this process's)
+	env   []string                        // its environment (nil: this process's)
+	cred  *syscall.Credential             // whom it runs as (nil: this process's user)
+	log   string                          // its log file
+	ready func(ctx context.Context) error // returns nil once it accepts connections
+	proc  *serverProc
+}
+
+// begin starts the server and has it stopped with sig at the end of the test.
+func (s *server) begin(sig syscall.Signal) {
+	s.t.Helper()
+	s.Start()
+	s.t.Cleanup(func() { s.Stop(sig) })
+}
+
+// Start (again) starts the server on its data and port and waits until it
+// accepts connections: until ready succeeds, failing the test when the
+// server exits first or 30 s pass.
+func (s *server) Start() {
+	s.t.Helper()
+	cmd := exec.Command(s.argv[0], s.argv[1:]...)
+	cmd.Dir, cmd.Env = s.dir, s.env
+	p := launch(s.t, cmd, s.cred, s.log)
+	s.proc = p
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := ready(ctx)
+		err := s.ready(ctx)
 		cancel()
 		if err == nil {
 			return
 		}
 		if !p.running() {
-			t.Fatalf("%s exited while starting: %v\n%s", what, err, p.logTail())
+			s.t.Fatalf("%s exited while starting: %v\n%s", s.what, err, p.logTail())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready in 30 s: %v\n%s", what, err, p.logTail())
+			s.t.Fatalf("%s not ready in 30 s: %v\n%s", s.what, err, p.logTail())
 		}
 		time.Sleep(30 * time.Millisecond)
 	}
 }
 
-// pgServer is a private PostgreSQL instance.
+// Stop sends sig to the server and waits for it to exit (SIGKILL after 20 s).
+func (s *server) Stop(sig syscall.Signal) { s.proc.stop(sig) }
+
+// Signal sends sig to the server's process group and to each child of the
+// server process (PostgreSQL's backends each lead a session of their own,
+// outside the group), so that SIGSTOP freezes all of it.
+func (s *server) Signal(sig syscall.Signal) {
+	pid := s.proc.cmd.Process.Pid
+	syscall.Kill(-pid, sig)
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so after the last ')'.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			if child, err := strconv.Atoi(filepath.Base(filepath.Dir(st))); err == nil {
+				syscall.Kill(child, sig)
+			}
+		}
+	}
+}
+
+// Postgres is a private PostgreSQL instance (user postgres, database
+// postgres, trust authentication). Stop(SIGQUIT) is an immediate shutdown
+// (no checkpoint: the next Start recovers from the WAL, as after a crash),
+// Stop(SIGINT) a fast one.
 type Postgres struct {
-	t        testing.TB
-	bin      string // directory of initdb and postgres
-	base     string // socket directory, log, and data/
-	port     int
-	cred     *syscall.Credential
-	proc     *serverProc
+	server
 	Conninfo string
 }
 
 // StartPostgres starts a PostgreSQL server for this test and returns its
-// conninfo (user postgres, database postgres, trust authentication).
+// conninfo.
 func StartPostgres(t testing.TB) (conninfo string) {
 	t.Helper()
 	return NewPostgres(t).Conninfo
@@ -154,7 +204,7 @@ func NewPostgres(t testing.TB) *Postgres {
 		return v
 	}
 	sort.Slice(found, func(i, j int) bool { return version(found[i]) < version(found[j]) })
-	s := &Postgres{t: t, bin: filepath.Dir(found[len(found)-1])}
+	bin := filepath.Dir(found[len(found)-1])
 
 	// initdb and postgres refuse to run as root: run them as the
 	// postgres user of the Debian package (or nobody) then, in a directory
@@ -164,70 +214,37 @@ func NewPostgres(t testing.TB) *Postgres {
 		t.Fatalf("temp dir: %v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
-	s.base = base
+	var cred *syscall.Credential
 	if os.Geteuid() == 0 {
-		s.cred = runAsUser(t, "postgres", "nobody")
-		if err := os.Chown(base, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+		cred = runAsUser(t, "postgres", "nobody")
+		if err := os.Chown(base, int(cred.Uid), int(cred.Gid)); err != nil {
 			t.Fatalf("chown %s: %v", base, err)
 		}
 	}
-	initdb := exec.Command(filepath.Join(s.bin, "initdb"), "-D", filepath.Join(base, "data"),
+	data := filepath.Join(base, "data")
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data,
 		"-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
 	initdb.Dir = base
 	initdb.Env = pgEnv()
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	s.port = FreePort(t)
-	s.Conninfo = fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=5", s.port)
-	s.Start()
-	t.Cleanup(func() { s.proc.stop(syscall.SIGQUIT) })
-	return s
-}
-
-// Start (again) starts the server on its data directory and port, and wait until
-// it accepts connections.
-func (s *Postgres) Start() {
-	s.t.Helper()
-	cmd := exec.Command(filepath.Join(s.bin, "postgres"), "-D", filepath.Join(s.base, "data"), "-k", s.base,
-		"-p", strconv.Itoa(s.port), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on",
-		"-c", "max_connections=50", "-c", "shared_buffers=32MB")
-	cmd.Dir = s.base
-	cmd.Env = pgEnv()
-	s.proc = launch(s.t, cmd, s.cred, filepath.Join(s.base, "postgres.log"))
-	waitReady(s.t, s.proc, "postgres", func(ctx context.Context) error {
-		c, err := pgx.Connect(ctx, s.Conninfo)
-		if err != nil {
-			return err
-		}
-		return c.Close(ctx)
-	})
-}
-
-// Stop stops the server: SIGQUIT is an immediate shutdown (no checkpoint: the
-// next start recovers from the WAL, as after a crash), SIGINT a fast one.
-func (s *Postgres) Stop(sig syscall.Signal) { s.proc.stop(sig) }
-
-// Signal sends sig to the postmaster and its children (each backend has
-// a session of its own, so not a process group signal).
-func (s *Postgres) Signal(sig syscall.Signal) {
-	pid := s.proc.cmd.Process.Pid
-	syscall.Kill(pid, sig)
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, st := range stats {
-		b, err := os.ReadFile(st)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so after the last ')'.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			if child, err := strconv.Atoi(filepath.Base(filepath.Dir(st))); err == nil {
-				syscall.Kill(child, sig)
+	port := FreePort(t)
+	s := &Postgres{Conninfo: fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=5", port)}
+	s.server = server{t: t, what: "postgres", dir: base, env: pgEnv(), cred: cred, log: filepath.Join(base, "postgres.log"),
+		argv: []string{filepath.Join(bin, "postgres"), "-D", data, "-k", base,
+			"-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on",
+			"-c", "max_connections=50", "-c", "shared_buffers=32MB"},
+		ready: func(ctx context.Context) error {
+			c, err := pgx.Connect(ctx, s.Conninfo)
+			if err != nil {
+				return err
 			}
-		}
-	}
+			return c.Close(ctx)
+		}}
+	s.begin(syscall.SIGQUIT)
+	return s
 }
 
 func pgEnv() []string {
@@ -256,18 +273,15 @@ func runAsUser(t testing.TB, names ...string) *syscall.Credential {
 	return nil
 }
 
-// Redis is a private Redis instance with an fsync'ed AOF.
+// Redis is a private Redis instance with an fsync'ed AOF (appendonly yes,
+// appendfsync always, no snapshots). Stop(SIGKILL) is a crash: the AOF
+// keeps what was fsync'ed.
 type Redis struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
-	proc *serverProc
+	server
 	Addr string
 }
 
-// StartRedis starts a Redis server for this test (appendonly yes,
-// appendfsync always, no snapshots) and returns its address.
+// StartRedis starts a Redis server for this test and returns its address.
 func StartRedis(t testing.TB) (addr string) {
 	t.Helper()
 	return NewRedis(t).Addr
@@ -283,24 +297,16 @@ func NewRedis(t testing.TB) *Redis {
 		}
 		bin = "/usr/bin/redis-server"
 	}
-	s := &Redis{t: t, bin: bin, dir: t.TempDir(), port: FreePort(t)}
-	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.port)
-	s.Start()
-	t.Cleanup(func() { s.proc.stop(syscall.SIGKILL) })
+	dir, port := t.TempDir(), FreePort(t)
+	s := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	s.server = server{t: t, what: "redis-server", log: filepath.Join(dir, "redis.log"),
+		argv: []string{bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", "--protected-mode", "no"},
+		ready: func(ctx context.Context) error {
+			c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true, MaxRetries: -1})
+			defer c.Close()
+			return c.Ping(ctx).Err()
+		}}
+	s.begin(syscall.SIGKILL)
 	return s
 }
-
-func (s *Redis) Start() {
-	s.t.Helper()
-	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
-		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", "--protected-mode", "no")
-	s.proc = launch(s.t, cmd, nil, filepath.Join(s.dir, "redis.log"))
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true, MaxRetries: -1})
-	defer c.Close()
-	waitReady(s.t, s.proc, "redis-server", func(ctx context.Context) error { return c.Ping(ctx).Err() })
-}
-
-// Stop stops the server; SIGKILL is a crash (the AOF keeps what was fsync'ed).
-func (s *Redis) Stop(sig syscall.Signal) { s.proc.stop(sig) }
-
-func (s *Redis) Signal(sig syscall.Signal) { syscall.Kill(-s.proc.cmd.Process.Pid, sig) }
