@@ -9,11 +9,14 @@ DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php
 FUZZTIME  ?= 30s
 DURATION  ?= 2m
 
-# `make run -- -r http --http-port 8080`: words after `run` are server flags.
+# `make run -- -r http --http-port 8080`: words after `run` are server flags
+# (give values after a space: a word with `=` is a make variable). The
+# catch-all rule keeps make from building those words, colons and all.
 ifeq (run,$(firstword $(MAKECMDGOALS)))
   RUN_ARGS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
   ifneq ($(RUN_ARGS),)
-    $(eval $(RUN_ARGS):;@:)
+%::
+	@:
   endif
 endif
 
