@@ -100,7 +100,9 @@ type ConnStats struct {
 
 // Stats is a consistent-per-shard picture of the engine.
 type Stats struct {
-	Functions   []FunctionStats // sorted by name
+	Functions   []FunctionStats // the kept ones, sorted by name
+	Other       FunctionStats   // the sum of the functions not kept (Name "", Shard -1)
+	Folded      int             // how many functions Other sums
 	Shards      []ShardStats
 	Connections ConnStats
 }
@@ -121,9 +123,12 @@ func (s *Session) mark(kind uint32) {
 
 // Stats copies every shard's figures, one shard at a time under its lock
 // (the coordinator's way: counters are kept as things change, so this
-// never walks a queue).
-func (e *Engine) Stats() Stats {
-	var st Stats
+// never walks a queue). Functions for which keep says no are summed into
+// Other as they are met, so the copy stays as small as what is kept however
+// many names clients invent; keep runs under a shard's lock. A nil keep
+// keeps every function.
+func (e *Engine) Stats(keep func(name string) bool) Stats {
+	st := Stats{Other: FunctionStats{Shard: -1}}
 	for _, s := range e.shards {
 		sh := ShardStats{Index: s.idx}
 		s.mu.Lock()
@@ -139,7 +144,12 @@ func (e *Engine) Stats() Stats {
 				sh.Queued += f.queue[p].n
 			}
 			sh.Running += f.running
-			st.Functions = append(st.Functions, fs)
+			if keep == nil || keep(f.name) {
+				st.Functions = append(st.Functions, fs)
+			} else {
+				st.Other.Add(fs)
+				st.Folded++
+			}
 		}
 		s.mu.Unlock()
 		st.Shards = append(st.Shards, sh)

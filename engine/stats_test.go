@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func TestStatsCountsOutcomes(t *testing.T) {
 	e.Disconnect(&tr, w)
 	drain(t, c)
 
-	st := e.Stats()
+	st := e.Stats(nil)
 	if len(st.Functions) != 2 || st.Functions[0].Name > st.Functions[1].Name {
 		t.Fatalf("functions %+v: want two, sorted", st.Functions)
 	}
@@ -150,5 +151,26 @@ func TestDebugLogPerJobEvent(t *testing.T) {
 		if fmt.Sprint(msgs) != fmt.Sprint(want) {
 			t.Errorf("level %s: messages %q, want %q", level, msgs, want)
 		}
+	}
+}
+
+// Functions that keep refuses are summed into Other, not copied one by one.
+func TestStatsFoldsWhatKeepRefuses(t *testing.T) {
+	e := newTestEngine(t, 2, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	for i := range 50 {
+		for range i%3 + 1 {
+			e.Handle(&tr, c, req(wire.SubmitJobBG, "fn"+strconv.Itoa(i), "", "x"))
+		}
+	}
+	drain(t, c)
+	st := e.Stats(func(name string) bool { return name == "fn7" || name == "fn8" })
+	if len(st.Functions) != 2 || st.Functions[0].Name != "fn7" || st.Functions[1].Name != "fn8" {
+		t.Fatalf("kept %+v, want fn7 and fn8", st.Functions)
+	}
+	// 50 functions with 1, 2, 3, 1, 2, ... jobs: 99 in all; fn7 has 2, fn8 has 3.
+	if st.Folded != 48 || st.Other.Total != 99-2-3 || st.Other.Submitted != 99-2-3 || st.Other.Queued[Normal] != 94 || st.Other.Shard != -1 {
+		t.Fatalf("other %+v folded %d, want 48 functions with 94 jobs", st.Other, st.Folded)
 	}
 }

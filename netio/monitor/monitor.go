@@ -100,31 +100,23 @@ func (m *Monitor) Serve(ctx context.Context, l net.Listener) error {
 
 // view is the engine's stats with functions past the cap folded into one
 // Other row; the first MaxFunctions names seen keep their own rows for the
-// life of the process, so a series never jumps between labels.
+// life of the process, so a series never jumps between labels. Folding
+// happens inside the engine's copy, so a scrape's memory follows the cap,
+// not the number of names.
 func (m *Monitor) view() (engine.Stats, int) {
-	st := m.e.Stats()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	kept := st.Functions[:0]
-	var other engine.FunctionStats
-	folded := 0
-	for _, f := range st.Functions {
-		if !m.labeled[f.Name] && len(m.labeled) < m.opts.MaxFunctions {
-			m.labeled[f.Name] = true
+	st := m.e.Stats(func(name string) bool {
+		if !m.labeled[name] && len(m.labeled) < m.opts.MaxFunctions {
+			m.labeled[name] = true
 		}
-		if m.labeled[f.Name] {
-			kept = append(kept, f)
-			continue
-		}
-		folded++
-		other.Add(f)
+		return m.labeled[name]
+	})
+	if st.Folded > 0 {
+		st.Other.Name = Other
+		st.Functions = append(st.Functions, st.Other)
 	}
-	if folded > 0 {
-		other.Name, other.Shard = Other, -1
-		kept = append(kept, other)
-	}
-	st.Functions = kept
-	return st, folded
+	return st, st.Folded
 }
 
 // statsJSON is /api/stats: what the dashboard draws.
