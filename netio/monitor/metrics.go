@@ -58,7 +58,7 @@ func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
-	st, folded := (*Monitor)(c).view()
+	st := (*Monitor)(c).view()
 	gauge := func(d *prometheus.Desc, v int, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
 	}
@@ -81,7 +81,7 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- histogram(descWait, f.Wait, f.Name)
 		ch <- histogram(descRun, f.Run, f.Name)
 	}
-	gauge(descFolded, folded)
+	gauge(descFolded, st.Folded)
 	for _, s := range st.Shards {
 		i := strconv.Itoa(s.Index)
 		counter(descShardSubmitted, s.Submitted, i)

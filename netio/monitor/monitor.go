@@ -103,7 +103,7 @@ func (m *Monitor) Serve(ctx context.Context, l net.Listener) error {
 // life of the process, so a series never jumps between labels. Folding
 // happens inside the engine's copy, so a scrape's memory follows the cap,
 // not the number of names.
-func (m *Monitor) view() (engine.Stats, int) {
+func (m *Monitor) view() engine.Stats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.e.Stats(func(name string) bool {
@@ -116,7 +116,7 @@ func (m *Monitor) view() (engine.Stats, int) {
 		st.Other.Name = Other
 		st.Functions = append(st.Functions, st.Other)
 	}
-	return st, st.Folded
+	return st
 }
 
 // statsJSON is /api/stats: what the dashboard draws.
@@ -164,11 +164,11 @@ type connJSON struct {
 }
 
 func (m *Monitor) serveStats(w http.ResponseWriter, r *http.Request) {
-	st, folded := m.view()
+	st := m.view()
 	out := statsJSON{
 		Version:         m.opts.Version,
 		UptimeSeconds:   time.Since(m.started).Seconds(),
-		FoldedFunctions: folded,
+		FoldedFunctions: st.Folded,
 		Functions:       make([]functionJSON, 0, len(st.Functions)),
 		Connections: connJSON{Workers: st.Connections.Workers, Clients: st.Connections.Clients,
 			Admins: st.Connections.Admins, Idle: st.Connections.Idle, Accepted: st.Connections.Accepted},
