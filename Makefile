@@ -43,6 +43,7 @@ deps: ## install the Debian packages the tests need (as root), when missing
 vet: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags screenshot ./netio/monitor/
 
 test: deps vet ## install what the tests need, then run every test with the race detector
 	$(GO) test -race -count=1 $(PKGS)
