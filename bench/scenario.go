@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"gearshard/wire"
 )
 
@@ -70,7 +72,16 @@ func Run(ctx context.Context, scenario string, cfg Config) (*Result, error) {
 	return r, err
 }
 
-func funcName(i int) []byte { return []byte("bench-" + strconv.Itoa(i)) }
+// funcNames are a run's function names, bench-0 … bench-(n-1), made once:
+// the load generator must not allocate per job (its own GC pauses would
+// show up in the latencies it measures).
+func funcNames(n int) [][]byte {
+	names := make([][]byte, n)
+	for i := range names {
+		names[i] = []byte("bench-" + strconv.Itoa(i))
+	}
+	return names
+}
 
 // payload fills buf with the job's sequence number and filler.
 func payload(buf []byte, seq uint64) []byte {
@@ -151,11 +162,7 @@ func worker(ctx context.Context, addr string, funcs int, errs *errCounter, onJob
 		return
 	}
 	go func() { <-ctx.Done(); c.close() }()
-	names := make([][]byte, funcs)
-	for i := range names {
-		names[i] = funcName(i)
-	}
-	workLoop(c, names, errs, func(handle, data []byte) bool {
+	workLoop(c, funcNames(funcs), errs, func(handle, data []byte) bool {
 		onJob(data)
 		c.send(wire.WorkComplete, handle, data)
 		return true
@@ -248,23 +255,28 @@ func fgClient(cfg Config, id int, h *Histogram, done, settled *atomic.Int64, sto
 	}
 	var (
 		seq     = uint64(id) << 40
-		created []pending              // submitted, awaiting JOB_CREATED (FIFO per connection)
-		running = map[string]pending{} // handle → job
-		nf      = cfg.Funcs
+		created = make([]pending, cfg.InFlight) // ring: submitted, awaiting JOB_CREATED (FIFO per connection)
+		head, n int                             // created[head] is the oldest of n
+		// running is keyed by a hash of the handle, not the handle: a
+		// string key would allocate per job. Two live handles sharing a
+		// hash would be caught by the workload check below.
+		running = make(map[uint64]pending, cfg.InFlight)
+		names   = funcNames(cfg.Funcs)
 	)
 	submit := func() bool {
-		if stopping.Load() || (cfg.Jobs > 0 && settled.Load()+int64(len(created)+len(running)) >= cfg.Jobs) {
+		if stopping.Load() || n == len(created) || (cfg.Jobs > 0 && settled.Load()+int64(n+len(running)) >= cfg.Jobs) {
 			return false
 		}
 		seq++
-		c.send(wire.SubmitJob, funcName(int(seq)%nf), nil, payload(buf, seq))
-		created = append(created, pending{seq: seq, start: time.Now()})
+		c.send(wire.SubmitJob, names[int(seq)%len(names)], nil, payload(buf, seq))
+		created[(head+n)%len(created)] = pending{seq: seq, start: time.Now()}
+		n++
 		return true
 	}
 	for i := 0; i < cfg.InFlight; i++ {
 		submit()
 	}
-	for len(created)+len(running) > 0 {
+	for n+len(running) > 0 {
 		if !c.buffered() {
 			if err := c.flush(); err != nil {
 				return err
@@ -276,18 +288,19 @@ func fgClient(cfg Config, id int, h *Histogram, done, settled *atomic.Int64, sto
 		}
 		switch p.Type {
 		case wire.JobCreated:
-			if len(created) == 0 {
+			if n == 0 {
 				return errors.New("JOB_CREATED with no submission pending")
 			}
-			running[string(p.Field[0])] = created[0]
-			created = created[1:]
+			running[xxhash.Sum64(p.Field[0])] = created[head]
+			head, n = (head+1)%len(created), n-1
 		case wire.WorkComplete:
-			job, ok := running[string(p.Field[0])]
+			key := xxhash.Sum64(p.Field[0])
+			job, ok := running[key]
 			if !ok {
 				errs.add(fmt.Errorf("WORK_COMPLETE for unknown handle %q", p.Field[0]))
 				continue
 			}
-			delete(running, string(p.Field[0]))
+			delete(running, key)
 			settled.Add(1)
 			if got := p.Field[1]; len(got) != cfg.Size || binary.BigEndian.Uint64(got) != job.seq {
 				errs.add(fmt.Errorf("handle %q: result is not its workload", p.Field[0]))
@@ -441,7 +454,8 @@ func runBG(ctx context.Context, cfg Config, r *Result) error {
 	stopProgress := make(chan struct{})
 	go progress(cfg.Progress, r.Scenario, &d.drained, stopProgress)
 	start := time.Now()
-	submitBG(cfg, jobs, func(seq uint64) []byte { return funcName(int(seq) % cfg.Funcs) }, &created, &errs)
+	names := funcNames(cfg.Funcs)
+	submitBG(cfg, jobs, func(seq uint64) []byte { return names[int(seq)%len(names)] }, &created, &errs)
 	submitted := time.Since(start)
 	d.drainTo(ctx, r, created.Load(), start, meter, &errs)
 	close(stopProgress)
@@ -501,7 +515,8 @@ func runDrain(ctx context.Context, cfg Config, r *Result, drain bool) error {
 	stopProgress := make(chan struct{})
 	go progress(cfg.Progress, r.Scenario+" (queueing)", &created, stopProgress)
 	start := time.Now()
-	submitBG(cfg, jobs, func(seq uint64) []byte { return funcName(int(seq) % cfg.Funcs) }, &created, &errs)
+	names := funcNames(cfg.Funcs)
+	submitBG(cfg, jobs, func(seq uint64) []byte { return names[int(seq)%len(names)] }, &created, &errs)
 	queued := time.Since(start)
 	close(stopProgress)
 	r.Extra = map[string]float64{"submit_per_sec": float64(created.Load()) / queued.Seconds()}
