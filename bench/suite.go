@@ -165,7 +165,8 @@ func judge(b bar, rows []RatioRow) string {
 		if b.ok(v) {
 			met = "yes"
 		}
-		return fmt.Sprintf("| %s | %s %s | %s |", b.text, fmtSig(v, 3), b.unit, met)
+		// Four digits: a ratio of 1.149 against a bar of 1.15 must not print as 1.15.
+		return fmt.Sprintf("| %s | %s %s | %s |", b.text, fmtSig(v, 4), b.unit, met)
 	}
 	return fmt.Sprintf("| %s | not measured | no |", b.text)
 }
