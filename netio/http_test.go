@@ -41,25 +41,10 @@ type httpServer struct {
 func startHTTP(t *testing.T, opts netio.HTTPOptions) *httpServer {
 	t.Helper()
 	srv := gstest.Start(t, nil)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Net.ServeHTTPFrontEnd(ctx, l, opts) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("ServeHTTPFrontEnd: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("ServeHTTPFrontEnd did not return")
-		}
+	addr, _ := gstest.Listen(t, "ServeHTTPFrontEnd", func(ctx context.Context, l net.Listener) error {
+		return srv.Net.ServeHTTPFrontEnd(ctx, l, opts)
 	})
-	return &httpServer{Server: srv, HTTPAddr: l.Addr().String(), Base: "http://" + l.Addr().String()}
+	return &httpServer{Server: srv, HTTPAddr: addr, Base: "http://" + addr}
 }
 
 // newClient is a Go HTTP client that ignores proxy settings.

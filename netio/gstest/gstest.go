@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -241,4 +242,32 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// Listen runs serve on an ephemeral loopback listener until the returned
+// stop is called (or the test ends), and fails the test if serve returns an
+// error or does not return within 10 s of being stopped. what names serve
+// in those failures.
+func Listen(t testing.TB, what string, serve func(ctx context.Context, l net.Listener) error) (addr string, stop func()) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen for %s: %v", what, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, l) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s: %v", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s did not stop", what)
+		}
+	})
+	t.Cleanup(stop)
+	return l.Addr().String(), stop
 }

@@ -1,7 +1,6 @@
 package monitor_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strconv"
@@ -21,26 +20,8 @@ import (
 // the returned stop is called (or the test ends).
 func startMonitor(t testing.TB, e *engine.Engine, opts monitor.Options) (url string, stop func()) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- monitor.New(e, opts).Serve(ctx, l) }()
-	stop = sync.OnceFunc(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("monitor: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("monitor did not stop")
-		}
-	})
-	t.Cleanup(stop)
-	return "http://" + l.Addr().String() + "/", stop
+	addr, stop := gstest.Listen(t, "monitor", monitor.New(e, opts).Serve)
+	return "http://" + addr + "/", stop
 }
 
 // uniques keeps every submitted job's unique key distinct, so none

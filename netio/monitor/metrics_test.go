@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -167,13 +169,17 @@ func TestScrapeMatchesStatus(t *testing.T) {
 	if finished != float64(res.Jobs) {
 		t.Errorf("shards finished %v jobs, want %d", finished, res.Jobs)
 	}
-	// Connections: the two holding workers and the admin connection; the
-	// submitting connections are gone.
-	for kind, want := range map[string]float64{"client": 0, "worker": 2, "admin": 1} {
-		if v, _ := value(fams, "gearshard_connections", "kind", kind); v != want {
-			t.Errorf("connections{kind=%s} = %v, want %v", kind, v, want)
+	// Connections: the two holding workers and the admin connection, once
+	// the server has seen the submitting and polling connections close.
+	wantKinds := map[string]float64{"client": 0, "worker": 2, "admin": 1}
+	got := map[string]float64{}
+	gstest.Eventually(t, 10*time.Second, func() bool {
+		f := scrape(t, web)
+		for kind := range wantKinds {
+			got[kind], _ = value(f, "gearshard_connections", "kind", kind)
 		}
-	}
+		return maps.Equal(got, wantKinds)
+	}, "connections by kind %v, want %v", got, wantKinds)
 	for _, fam := range []string{"go_goroutines", "process_resident_memory_bytes", "gearshard_build_info"} {
 		if fams[fam] == nil {
 			t.Errorf("no %s", fam)
