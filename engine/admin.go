@@ -210,14 +210,12 @@ func (a *Admin) allowed(addr string) bool {
 
 // funcStat is one function's figures as copied out of its shard.
 type funcStat struct {
-	name                   string
-	total, running, worker int
-	queued                 [numPriorities]int
+	name string
+	Gauges
 }
 
-// snapshot copies every function's counters, one shard at a time, and
-// merges the shards' name-ordered lists. Counters are kept as queues
-// change, so this never walks a queue. Caller holds a.mu; the result is
+// snapshot copies every function's gauges, one shard at a time, and
+// merges the shards' name-ordered lists. Caller holds a.mu; the result is
 // valid until the next call.
 func (a *Admin) snapshot() []funcStat {
 	all := a.stats[:0]
@@ -226,11 +224,7 @@ func (a *Admin) snapshot() []funcStat {
 		start := len(all)
 		s.mu.Lock()
 		for _, f := range s.byName {
-			st := funcStat{name: f.name, total: f.total, running: f.running, worker: len(f.workers)}
-			for p := range st.queued {
-				st.queued[p] = f.queue[p].n + f.delayed[p]
-			}
-			all = append(all, st)
+			all = append(all, funcStat{name: f.name, Gauges: f.gauges()})
 		}
 		s.mu.Unlock()
 		runs = append(runs, [2]int{start, len(all)})
@@ -260,9 +254,9 @@ func (a *Admin) snapshot() []funcStat {
 func (a *Admin) status(out []byte) []byte {
 	for _, f := range a.snapshot() {
 		out = append(out, f.name...)
-		out = appendTabInt(out, f.total)
-		out = appendTabInt(out, f.running)
-		out = appendTabInt(out, f.worker)
+		out = appendTabInt(out, f.Total)
+		out = appendTabInt(out, f.Running)
+		out = appendTabInt(out, f.Workers)
 		out = append(out, '\n')
 	}
 	return append(out, ".\n"...)
@@ -271,10 +265,10 @@ func (a *Admin) status(out []byte) []byte {
 func (a *Admin) priorityStatus(out []byte) []byte {
 	for _, f := range a.snapshot() {
 		out = append(out, f.name...)
-		for _, n := range f.queued {
+		for _, n := range f.Queued {
 			out = appendTabInt(out, n)
 		}
-		out = appendTabInt(out, f.worker)
+		out = appendTabInt(out, f.Workers)
 		out = append(out, '\n')
 	}
 	return append(out, ".\n"...)

@@ -69,14 +69,29 @@ type jobCounters struct {
 	Retried    uint64 // requeued after their worker went away
 }
 
-// FunctionStats is one function's figures at one instant.
-type FunctionStats struct {
-	Name    string
-	Shard   int
+// Gauges are a function's figures as `status` and `prioritystatus` show them.
+type Gauges struct {
 	Total   int                // status's TOTAL: queued, delayed and running
 	Queued  [numPriorities]int // runnable or waiting for their epoch, by priority (high, normal, low)
 	Running int
 	Workers int // registered workers
+}
+
+// gauges copies f's figures. Caller holds the shard's lock. The counts are
+// kept as queues change, so this never walks a queue.
+func (f *function) gauges() Gauges {
+	g := Gauges{Total: f.total, Running: f.running, Workers: len(f.workers)}
+	for p := range g.Queued {
+		g.Queued[p] = f.queue[p].n + f.delayed[p]
+	}
+	return g
+}
+
+// FunctionStats is one function's figures at one instant.
+type FunctionStats struct {
+	Name  string
+	Shard int
+	Gauges
 	jobCounters
 	Wait Histogram // from queued (or requeued, or due) to assigned
 	Run  Histogram // from assigned to its result
@@ -136,12 +151,11 @@ func (e *Engine) Stats(keep func(name string) bool) Stats {
 		sh.Functions = len(s.byName)
 		for _, f := range s.byName {
 			fs := FunctionStats{
-				Name: f.name, Shard: s.idx, Total: f.total, Running: f.running,
-				Workers: len(f.workers), jobCounters: f.counters, Wait: f.wait.export(), Run: f.run.export(),
+				Name: f.name, Shard: s.idx, Gauges: f.gauges(),
+				jobCounters: f.counters, Wait: f.wait.export(), Run: f.run.export(),
 			}
-			for p := range fs.Queued {
-				fs.Queued[p] = f.queue[p].n + f.delayed[p]
-				sh.Queued += f.queue[p].n
+			for p := range f.queue {
+				sh.Queued += f.queue[p].n // runnable only: delayed jobs wait for their time
 			}
 			sh.Running += f.running
 			if keep == nil || keep(f.name) {
