@@ -2,10 +2,14 @@ package netio_test
 
 import (
 	"bytes"
+	"context"
+	"net"
+	"net/http"
 	"runtime"
 	"testing"
 	"time"
 
+	"gearshard/netio"
 	"gearshard/netio/gstest"
 	"gearshard/wire"
 )
@@ -89,4 +93,57 @@ func TestSubmissionFloodIsBounded(t *testing.T) {
 	if ms.HeapInuse > 3*limit {
 		t.Fatalf("heap in use %d MiB with a %d MiB queue bound", ms.HeapInuse>>20, limit>>20)
 	}
+}
+
+// The Gearman port and the HTTP front end share one connection budget: at
+// the limit, a Gearman connection is closed unanswered and an HTTP one gets
+// 503; a connection that leaves makes room again.
+func TestConnectionBudgetSharedWithHTTP(t *testing.T) {
+	srv := gstest.Start(t, func(c *gstest.Config) { c.Net.MaxConns = 3 })
+	httpAddr, _ := gstest.Listen(t, "HTTP front end", func(ctx context.Context, l net.Listener) error {
+		return srv.Net.ServeHTTPFrontEnd(ctx, srv.Net.LimitHTTP(l), netio.HTTPOptions{})
+	})
+	get := func() (int, error) {
+		tr := &http.Transport{Proxy: nil}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Post("http://"+httpAddr+"/", "text/plain", nil)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+
+	a, b := gstest.Dial(t, srv.Addr), gstest.Dial(t, srv.Addr)
+	for _, c := range []*gstest.Conn{a, b} {
+		c.Send(wire.EchoReq, "in")
+		c.Expect(wire.EchoRes, "in")
+	}
+	if code, err := get(); err != nil || code != http.StatusNotFound { // the third place: served (no function named)
+		t.Fatalf("HTTP request within the budget: %d %v", code, err)
+	}
+	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.Connections() == 2 }, "HTTP connection not given back")
+
+	c := gstest.Dial(t, srv.Addr) // the third place
+	c.Send(wire.EchoReq, "in")
+	c.Expect(wire.EchoRes, "in")
+	over := gstest.Dial(t, srv.Addr)
+	over.Send(wire.EchoReq, "over")
+	if got := over.ExpectClosed(); len(got) > 0 {
+		t.Fatalf("connection over the budget got %v", got)
+	}
+	if code, err := get(); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("HTTP request over the budget: %d %v, want 503", code, err)
+	}
+	if n := srv.Net.Refused(); n != 2 {
+		t.Fatalf("Refused() = %d, want 2", n)
+	}
+
+	c.Raw().Close()
+	gstest.Eventually(t, 5*time.Second, func() bool {
+		code, err := get()
+		return err == nil && code == http.StatusNotFound
+	}, "no room made by a connection that left")
+	a.Send(wire.EchoReq, "still")
+	a.Expect(wire.EchoRes, "still")
 }

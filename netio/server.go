@@ -30,6 +30,7 @@ type Options struct {
 	Backlog   int    // listen() backlog; 0 = the kernel's maximum
 	MaxPacket int    // payload limit of one binary packet
 	MaxOutput int    // bytes that may wait for a slow reader before it is cut off
+	MaxConns  int64  // connections of all front ends together; 0 = ConnectionBudget
 
 	KeepAlive         bool
 	KeepAliveIdle     time.Duration
@@ -59,9 +60,13 @@ type Server struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
 
-	conns    atomic.Int64
-	draining atomic.Bool
-	httpOpts HTTPOptions // set before the HTTP front end serves
+	conns         atomic.Int64 // every front end's, against maxConns (limit.go)
+	maxConns      int64
+	refused       atomic.Uint64
+	refusedLogged atomic.Int64 // unix nanoseconds of the last refusal logged
+	draining      atomic.Bool
+	stopped       atomic.Bool // Stop was called: the loops ending is no failure
+	httpOpts      HTTPOptions // set before the HTTP front end serves
 
 	tlsMu       sync.Mutex // guards the TLS listener and connections (--ssl)
 	tlsListener net.Listener
@@ -116,6 +121,15 @@ func New(eng *engine.Engine, adm *engine.Admin, opts Options) *Server {
 		done:  make(chan error, 1),
 		loops: make(map[gnet.EventLoop]*loop),
 	}
+	s.maxConns = opts.MaxConns
+	if s.maxConns <= 0 {
+		n, err := ConnectionBudget(opts.Loops, opts.Backlog)
+		if err != nil {
+			s.log.Error().Err(err).Msg("serving one connection at a time")
+			n = 1
+		}
+		s.maxConns = n
+	}
 	eng.SetDispatcher(s.dispatch)
 	return s
 }
@@ -146,6 +160,10 @@ func (s *Server) Serve() error {
 	}
 	addr := "tcp://" + net.JoinHostPort(s.opts.Listen, strconv.Itoa(s.opts.Port))
 	err := gnet.Run(s, addr, gopts...)
+	if err == nil && !s.stopped.Load() {
+		// gnet logs the cause (an event loop's fatal error) and returns nil.
+		err = errors.New("netio: the event loops stopped on their own")
+	}
 	select {
 	case <-s.ready:
 	default:
@@ -170,6 +188,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	s.tlsMu.Lock()
 	tlsMode := s.tlsListener != nil
 	s.tlsMu.Unlock()
+	s.stopped.Store(true)
 	if tlsMode {
 		s.stopTLS()
 		return nil
@@ -177,7 +196,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	return s.gnetEng.Stop(ctx)
 }
 
-// Connections is the number of open connections.
+// Connections is the number of open connections, of every front end.
 func (s *Server) Connections() int64 { return s.conns.Load() }
 
 // OnBoot learns the bound address and applies the backlog (gnet listens
@@ -233,7 +252,7 @@ func (s *Server) Drain() { s.draining.Store(true) }
 
 // OnOpen registers the connection with the engine. Event-loop only.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	if s.draining.Load() {
+	if s.draining.Load() || !s.admit() {
 		return nil, gnet.Close
 	}
 	cn := &conn{c: c, fd: c.Fd(), loop: s.loopOf(c.EventLoop())}
@@ -244,7 +263,6 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	cn.sess = s.eng.NewSession(c.Fd(), ip, cn)
 	cn.sess.SetOutputLimit(s.opts.MaxOutput)
 	c.SetContext(cn)
-	s.conns.Add(1)
 	s.log.Info().Str("peer", ip).Int("fd", c.Fd()).Uint64("conn", cn.sess.ID).Msg("connection opened")
 	return nil, gnet.None
 }
@@ -260,7 +278,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	l := cn.loop
 	s.eng.Disconnect(&l.turn, cn.sess)
 	s.flush(l)
-	s.conns.Add(-1)
+	s.release()
 	ev := s.log.Info()
 	if err != nil {
 		ev = ev.Err(err)

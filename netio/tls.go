@@ -110,19 +110,35 @@ func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
 	close(s.ready)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var backoff time.Duration
 	for {
 		raw, err := l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
+			// Out of descriptors or buffers (EMFILE, ENFILE, ENOBUFS):
+			// wait for connections to close, as net/http does, instead
+			// of giving up the port.
+			if ne, ok := err.(net.Error); ok && ne.Temporary() { //nolint:staticcheck // the errors it reports are the ones meant
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("accept failed")
+				time.Sleep(backoff)
+				continue
+			}
 			return err
+		}
+		backoff = 0
+		if !s.admit() {
+			raw.Close()
+			continue
 		}
 		c := tls.Server(raw, cfg)
 		s.tlsMu.Lock()
 		if s.tlsConns == nil { // stopping
 			s.tlsMu.Unlock()
 			c.Close()
+			s.release()
 			continue
 		}
 		s.tlsConns[c] = struct{}{}
@@ -134,6 +150,7 @@ func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
 			s.tlsMu.Lock()
 			delete(s.tlsConns, c)
 			s.tlsMu.Unlock()
+			s.release()
 		}()
 	}
 }

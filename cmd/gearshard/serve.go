@@ -233,6 +233,12 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		}
 		return time.Duration(sec) * time.Second
 	}
+	maxConns, err := netio.ConnectionBudget(loops, c.Backlog)
+	if err != nil {
+		eng.Close()
+		closeStore(store, log)
+		return nil, usageError{"--file-descriptors: " + err.Error()}
+	}
 	s.net = netio.New(eng, adm, netio.Options{
 		Listen:            c.Listen,
 		Port:              c.Port,
@@ -240,6 +246,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		Backlog:           c.Backlog,
 		MaxPacket:         c.MaxPacketSize,
 		MaxOutput:         c.MaxOutputBytes,
+		MaxConns:          maxConns,
 		KeepAlive:         c.Keepalive,
 		KeepAliveIdle:     keep(c.KeepaliveIdle),
 		KeepAliveInterval: keep(c.KeepaliveInterval),
@@ -291,11 +298,12 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		s.metricsAddr = addr
 	}
 	log.Info().Str("addr", s.net.WaitReady().String()).Int("loops", loops).Int("shards", shards).
-		Str("version", Version).Msg("gearshard ready")
+		Int64("max_connections", maxConns).Str("version", Version).Msg("gearshard ready")
 	return s, nil
 }
 
-// serveExtra starts a listener beside the Gearman port; failing to bind
+// serveExtra starts an HTTP listener beside the Gearman port, its
+// connections counted in the server's connection budget; failing to bind
 // stops the whole server, as a bad -p would.
 func (s *server) serveExtra(what, addr string, serve func(context.Context, net.Listener) error) (string, error) {
 	l, err := net.Listen("tcp", addr)
@@ -304,6 +312,7 @@ func (s *server) serveExtra(what, addr string, serve func(context.Context, net.L
 		_ = s.wait()
 		return "", fmt.Errorf("%s: %w", what, err)
 	}
+	l = s.net.LimitHTTP(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopExtra = append(s.stopExtra, cancel)
 	go func() {

@@ -32,9 +32,10 @@ func gearshardBinary(t *testing.T) string {
 
 // proc is a gearshard process started by a test.
 type proc struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan error
+	cmd      *exec.Cmd
+	addr     string
+	maxConns int64 // the connection budget it reported
+	done     chan error
 }
 
 // startProcess runs the binary on an ephemeral port and reads the bound
@@ -52,13 +53,17 @@ func startProcess(t *testing.T, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, done: make(chan error, 1)}
-	ready := make(chan string, 1)
+	type readyLine struct {
+		Message, Addr  string
+		MaxConnections int64 `json:"max_connections"`
+	}
+	ready := make(chan readyLine, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			var ev struct{ Message, Addr string }
+			var ev readyLine
 			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Message == "gearshard ready" {
-				ready <- ev.Addr
+				ready <- ev
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)
@@ -69,13 +74,25 @@ func startProcess(t *testing.T, args ...string) *proc {
 		<-p.done
 	})
 	select {
-	case p.addr = <-ready:
+	case ev := <-ready:
+		p.addr, p.maxConns = ev.Addr, ev.MaxConnections
 	case err := <-p.done:
 		t.Fatalf("gearshard exited before it was ready: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("gearshard did not get ready")
 	}
 	return p
+}
+
+// exited reports whether the process has ended, without waiting.
+func (p *proc) exited() (bool, error) {
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		return true, err
+	default:
+		return false, nil
+	}
 }
 
 // wait returns the process's exit error, failing the test after timeout.

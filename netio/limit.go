@@ -1,0 +1,134 @@
+package netio
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The connection budget. gnet's acceptor treats running out of file
+// descriptors (EMFILE) as fatal and shuts the whole server down, so the
+// server must never let connections use them up: every front end — the
+// Gearman port (gnet or TLS), the HTTP front end and the metrics listener —
+// takes its connections from one budget set below the descriptor limit,
+// and a connection over it is closed as soon as it is accepted. gearmand's
+// -f says the same: "total connections will be slightly less".
+
+// ownDescriptors is what the server keeps for itself besides connections:
+// standard streams, log and PID files, listeners, the queue store's files
+// and connections, the Go runtime's poller; each event loop adds its epoll
+// and wake-up descriptors (counted apart).
+const ownDescriptors = 64
+
+// ConnectionBudget is how many connections the file-descriptor limit
+// (RLIMIT_NOFILE, which -f sets) leaves once the server's own descriptors
+// and a full listen backlog are set aside: gnet accepts the whole backlog
+// before the server can refuse any of it. loops and backlog as in Options.
+func ConnectionBudget(loops, backlog int) (int64, error) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, fmt.Errorf("reading the file-descriptor limit: %w", err)
+	}
+	if loops <= 0 {
+		loops = runtime.NumCPU()
+	}
+	if somax := kernelMaxBacklog(); backlog <= 0 || backlog > somax {
+		backlog = somax
+	}
+	reserve := int64(ownDescriptors + 2*(loops+1) + backlog)
+	limit := int64(min(rl.Cur, 1<<40))
+	if limit-reserve < 1 {
+		return 0, fmt.Errorf("a limit of %d file descriptors leaves no room for connections: the server keeps about %d for itself and its listen backlog (-b %d); raise -f or lower -b",
+			limit, reserve, backlog)
+	}
+	return limit - reserve, nil
+}
+
+// kernelMaxBacklog is the ceiling listen() puts on a backlog.
+func kernelMaxBacklog() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && n > 0 {
+		return n
+	}
+	return 4096
+}
+
+// admit takes a connection from the budget; false means the server is
+// full and the caller closes the connection at once.
+func (s *Server) admit() bool {
+	if s.conns.Add(1) <= s.maxConns {
+		return true
+	}
+	s.conns.Add(-1)
+	s.refused.Add(1)
+	// One line a second at most: a flood must not turn into a log flood.
+	now := time.Now().UnixNano()
+	if last := s.refusedLogged.Load(); now-last >= int64(time.Second) && s.refusedLogged.CompareAndSwap(last, now) {
+		s.log.Warn().Int64("open", s.conns.Load()).Int64("limit", s.maxConns).Uint64("refused", s.refused.Load()).
+			Msg("connection refused: the connection limit is reached (it follows the file-descriptor limit, -f)")
+	}
+	return false
+}
+
+// release returns a connection to the budget.
+func (s *Server) release() { s.conns.Add(-1) }
+
+// Refused is the number of connections closed because the budget was spent.
+func (s *Server) Refused() uint64 { return s.refused.Load() }
+
+// httpFull is what an HTTP connection over the budget gets before the close.
+var httpFull = []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+
+// LimitHTTP makes an HTTP listener (the front end, the metrics) take its
+// connections from the server's budget; one over it is answered 503 and
+// closed.
+func (s *Server) LimitHTTP(l net.Listener) net.Listener { return &limitedListener{Listener: l, s: s} }
+
+type limitedListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.s.admit() {
+			return &budgetConn{Conn: c, s: l.s}, nil
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.Write(httpFull)
+		c.Close()
+	}
+}
+
+// budgetConn gives its place back when closed (once, however often Close
+// is called).
+type budgetConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (c *budgetConn) Close() error {
+	c.once.Do(c.s.release)
+	return c.Conn.Close()
+}
+
+// CloseWrite lets net/http half-close before closing, so that a client
+// gets the error reply it is sent before a malformed request's close.
+func (c *budgetConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
