@@ -260,16 +260,11 @@ func (s *shard) forgetUnique(j *Job) {
 	j.inUnique = false
 }
 
-// attach makes sess a listener of j (once).
+// attach makes sess a listener of j, once per submission: a connection
+// that submits the same unique key twice has two tasks waiting (libgearman
+// matches one result packet to each), so it gets every packet twice, as
+// from gearmand.
 func (s *shard) attach(j *Job, sess *Session) {
-	if j.first.sess == sess {
-		return
-	}
-	for _, l := range j.listeners {
-		if l.sess == sess {
-			return
-		}
-	}
 	var l *listener
 	if j.first.sess == nil {
 		l = &j.first

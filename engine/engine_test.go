@@ -112,6 +112,37 @@ func TestHandleRoutesToOwningShard(t *testing.T) {
 	}
 }
 
+// A connection that submits one unique key twice has two tasks waiting
+// (libgearman matches one result packet to each): it gets every packet
+// twice, and counts as two clients, as with gearmand.
+func TestSameConnectionCoalescesPerSubmission(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	w := e.NewSession(2, "127.0.0.1", nil)
+	e.Handle(&tr, c, req(wire.SubmitJob, "f", "u", "x"))
+	e.Handle(&tr, c, req(wire.SubmitJob, "f", "u", "x"))
+	created := drain(t, c)
+	if len(created) != 2 || string(created[0].Field[0]) != string(created[1].Field[0]) {
+		t.Fatalf("two submissions of one unique got %v", created)
+	}
+	h := string(created[0].Field[0])
+	e.Handle(&tr, c, req(wire.GetStatusUnique, "u"))
+	if p := expectOne(t, c, wire.StatusResUnique); string(p.Field[5]) != "2" {
+		t.Fatalf("GET_STATUS_UNIQUE counts %s clients, want 2", p.Field[5])
+	}
+	e.Handle(&tr, w, req(wire.CanDo, "f"))
+	e.Handle(&tr, w, req(wire.GrabJob))
+	expectOne(t, w, wire.JobAssign)
+	e.Handle(&tr, w, req(wire.WorkData, h, "d"))
+	e.Handle(&tr, w, req(wire.WorkComplete, h, "r"))
+	got := drain(t, c)
+	want := []wire.Type{wire.WorkData, wire.WorkData, wire.WorkComplete, wire.WorkComplete}
+	if fmt.Sprint(types(got)) != fmt.Sprint(want) {
+		t.Fatalf("client got %v, want %v", types(got), want)
+	}
+}
+
 // A worker whose functions live on two shards sleeps once and is woken
 // once, whichever shard gets work first, and then drains both.
 func TestCrossShardSleepAndWake(t *testing.T) {
