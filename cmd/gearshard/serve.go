@@ -290,7 +290,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		s.httpAddr = addr
 	}
 	if c.MetricsListen != "" {
-		mon := monitor.New(eng, monitor.Options{Version: Version, MaxFunctions: c.MetricsMaxFuncs})
+		mon := monitor.New(eng, monitor.Options{Version: Version, MaxFunctions: c.MetricsMaxFuncs, Refused: s.net.Refused})
 		addr, err := s.serveExtra("metrics and dashboard", c.MetricsListen, mon.Serve)
 		if err != nil {
 			return nil, err

@@ -39,6 +39,7 @@ var (
 	descShardFunctions  = desc("shard_functions", "Function names owned by the shard.", shardLabel...)
 	descConnections     = desc("connections", "Open connections by what they have done: worker (CAN_DO), client (submitted), admin (text commands), idle.", "kind")
 	descConnectionsSeen = desc("connections_accepted_total", "Connections accepted since start (binary, admin and HTTP requests).")
+	descRefused         = desc("connections_refused_total", "Connections closed at once because the connection limit (from the file-descriptor limit, -f) was reached.")
 	descBuild           = desc("build_info", "Always 1; the version is a label.", "version")
 )
 
@@ -52,7 +53,7 @@ func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descJobs, descQueued, descRunning, descWorkers,
 		descSubmitted, descCoalesced, descCompleted, descFailed, descExceptions, descRetried, descWait, descRun,
 		descFolded, descShardSubmitted, descShardFinished, descShardQueued, descShardRunning, descShardFunctions,
-		descConnections, descConnectionsSeen, descBuild} {
+		descConnections, descConnectionsSeen, descRefused, descBuild} {
 		ch <- d
 	}
 }
@@ -96,6 +97,9 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descConnections, cs.Admins, "admin")
 	gauge(descConnections, cs.Idle, "idle")
 	counter(descConnectionsSeen, cs.Accepted)
+	if c.opts.Refused != nil {
+		counter(descRefused, c.opts.Refused())
+	}
 	gauge(descBuild, 1, c.opts.Version)
 }
 

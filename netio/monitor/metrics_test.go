@@ -226,6 +226,22 @@ func TestMetricsCapFoldsFunctions(t *testing.T) {
 	check(first, 3)
 }
 
+// Connections refused at the connection limit are counted.
+func TestMetricsCountRefusedConnections(t *testing.T) {
+	srv := gstest.Start(t, func(c *gstest.Config) { c.Net.MaxConns = 1 })
+	web, _ := startMonitor(t, srv.Engine, monitor.Options{Refused: srv.Net.Refused})
+	held := gstest.Dial(t, srv.Addr)
+	held.Send(wire.EchoReq, "in")
+	held.Expect(wire.EchoRes, "in")
+	for range 2 {
+		over := gstest.Dial(t, srv.Addr)
+		over.ExpectClosed()
+	}
+	if v, ok := value(scrape(t, web), "gearshard_connections_refused_total"); !ok || v != 2 {
+		t.Fatalf("gearshard_connections_refused_total = %v (present %v), want 2", v, ok)
+	}
+}
+
 // The dashboard's JSON says the same as the metrics.
 func TestStatsJSON(t *testing.T) {
 	srv := gstest.Start(t, nil)

@@ -36,6 +36,9 @@ type Options struct {
 	// their own; later names are summed under Other, so clients inventing
 	// names cannot blow up the scrape. 0 means DefaultMaxFunctions.
 	MaxFunctions int
+	// Refused counts connections closed because the connection limit was
+	// reached (netio.Server.Refused); nil leaves the series out.
+	Refused func() uint64
 }
 
 //go:embed web
