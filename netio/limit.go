@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,16 +17,23 @@ import (
 // The connection budget. gnet's acceptor treats running out of file
 // descriptors (EMFILE) as fatal and shuts the whole server down, so the
 // server must never let connections use them up: every front end — the
-// Gearman port (gnet or TLS), the HTTP front end and the metrics listener —
-// takes its connections from one budget set below the descriptor limit,
-// and a connection over it is closed as soon as it is accepted. gearmand's
+// Gearman port (gnet or TLS) and the HTTP front end — takes its
+// connections from one budget set below the descriptor limit, and a
+// connection over it is closed as soon as it is accepted. The metrics
+// listener has a small cap of its own inside the server's reserve. gearmand's
 // -f says the same: "total connections will be slightly less".
 
 // ownDescriptors is what the server keeps for itself besides connections:
 // standard streams, log and PID files, listeners, the queue store's files
-// and connections, the Go runtime's poller; each event loop adds its epoll
-// and wake-up descriptors (counted apart).
+// and connections, the Go runtime's poller, and up to MetricsConns
+// connections to the metrics listener; each event loop adds its epoll and
+// wake-up descriptors (counted apart).
 const ownDescriptors = 64
+
+// MetricsConns bounds the metrics listener's connections. They are kept
+// apart from the clients' budget so that a full server can still be
+// scraped.
+const MetricsConns = 16
 
 // ConnectionBudget is how many connections the file-descriptor limit
 // (RLIMIT_NOFILE, which -f sets) leaves once the server's own descriptors
@@ -86,14 +94,33 @@ func (s *Server) Refused() uint64 { return s.refused.Load() }
 // httpFull is what an HTTP connection over the budget gets before the close.
 var httpFull = []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 
-// LimitHTTP makes an HTTP listener (the front end, the metrics) take its
-// connections from the server's budget; one over it is answered 503 and
-// closed.
-func (s *Server) LimitHTTP(l net.Listener) net.Listener { return &limitedListener{Listener: l, s: s} }
+// LimitHTTP makes the HTTP front end's listener take its connections from
+// the server's budget; one over it is answered 503 and closed.
+func (s *Server) LimitHTTP(l net.Listener) net.Listener {
+	return &limitedListener{Listener: l, admit: s.admit, release: s.release}
+}
+
+// LimitConns caps an HTTP listener's open connections at n on a count of
+// its own; one over it is answered 503 and closed.
+func LimitConns(l net.Listener, n int64) net.Listener {
+	var open atomic.Int64
+	return &limitedListener{
+		Listener: l,
+		admit: func() bool {
+			if open.Add(1) <= n {
+				return true
+			}
+			open.Add(-1)
+			return false
+		},
+		release: func() { open.Add(-1) },
+	}
+}
 
 type limitedListener struct {
 	net.Listener
-	s *Server
+	admit   func() bool
+	release func()
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
@@ -102,8 +129,8 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.s.admit() {
-			return &budgetConn{Conn: c, s: l.s}, nil
+		if l.admit() {
+			return &budgetConn{Conn: c, release: l.release}, nil
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = c.Write(httpFull)
@@ -115,12 +142,12 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 // is called).
 type budgetConn struct {
 	net.Conn
-	s    *Server
-	once sync.Once
+	release func()
+	once    sync.Once
 }
 
 func (c *budgetConn) Close() error {
-	c.once.Do(c.s.release)
+	c.once.Do(c.release)
 	return c.Conn.Close()
 }
 

@@ -147,3 +147,39 @@ func TestConnectionBudgetSharedWithHTTP(t *testing.T) {
 	a.Send(wire.EchoReq, "still")
 	a.Expect(wire.EchoRes, "still")
 }
+
+// LimitConns caps a listener (the metrics one) on a count of its own:
+// past it, 503; a connection that closes makes room.
+func TestLimitConnsOwnCount(t *testing.T) {
+	addr, _ := gstest.Listen(t, "limited", func(ctx context.Context, l net.Listener) error {
+		hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+		go func() { <-ctx.Done(); hs.Close() }()
+		if err := hs.Serve(netio.LimitConns(l, 1)); err != http.ErrServerClosed {
+			return err
+		}
+		return nil
+	})
+	client := func() (*http.Transport, *http.Client) {
+		tr := &http.Transport{Proxy: nil}
+		t.Cleanup(tr.CloseIdleConnections)
+		return tr, &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	}
+	get := func(c *http.Client) int {
+		resp, err := c.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tr1, c1 := client()
+	if code := get(c1); code != http.StatusOK { // its connection stays open (keep-alive)
+		t.Fatalf("first connection: %d", code)
+	}
+	_, c2 := client()
+	if code := get(c2); code != http.StatusServiceUnavailable {
+		t.Fatalf("second connection while the first is open: %d, want 503", code)
+	}
+	tr1.CloseIdleConnections()
+	gstest.Eventually(t, 5*time.Second, func() bool { return get(c2) == http.StatusOK }, "no place after the first connection closed")
+}

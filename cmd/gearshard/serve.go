@@ -283,7 +283,9 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		}
 		opts := netio.HTTPOptions{MaxBody: c.HTTPMaxBody, MaxHeader: c.HTTPMaxHeader, ReadTimeout: c.HTTPReadTimeout}
 		addr, err := s.serveExtra("HTTP front end", net.JoinHostPort(host, strconv.Itoa(c.HTTPPort)),
-			func(ctx context.Context, l net.Listener) error { return s.net.ServeHTTPFrontEnd(ctx, l, opts) })
+			func(ctx context.Context, l net.Listener) error {
+				return s.net.ServeHTTPFrontEnd(ctx, s.net.LimitHTTP(l), opts)
+			})
 		if err != nil {
 			return nil, err
 		}
@@ -291,7 +293,9 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 	}
 	if c.MetricsListen != "" {
 		mon := monitor.New(eng, monitor.Options{Version: Version, MaxFunctions: c.MetricsMaxFuncs, Refused: s.net.Refused})
-		addr, err := s.serveExtra("metrics and dashboard", c.MetricsListen, mon.Serve)
+		addr, err := s.serveExtra("metrics and dashboard", c.MetricsListen, func(ctx context.Context, l net.Listener) error {
+			return mon.Serve(ctx, netio.LimitConns(l, netio.MetricsConns))
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -302,8 +306,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 	return s, nil
 }
 
-// serveExtra starts an HTTP listener beside the Gearman port, its
-// connections counted in the server's connection budget; failing to bind
+// serveExtra starts a listener beside the Gearman port; failing to bind
 // stops the whole server, as a bad -p would.
 func (s *server) serveExtra(what, addr string, serve func(context.Context, net.Listener) error) (string, error) {
 	l, err := net.Listen("tcp", addr)
@@ -312,7 +315,6 @@ func (s *server) serveExtra(what, addr string, serve func(context.Context, net.L
 		_ = s.wait()
 		return "", fmt.Errorf("%s: %w", what, err)
 	}
-	l = s.net.LimitHTTP(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopExtra = append(s.stopExtra, cancel)
 	go func() {
