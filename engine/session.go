@@ -68,6 +68,10 @@ type outbox struct {
 	closed  bool
 	limit   int
 	over    bool // output exceeded limit: the connection must be cut off
+	// downstream is what the network layer holds for the socket beyond
+	// buf (written out of buf, not yet taken by the kernel): it counts
+	// against limit too.
+	downstream atomic.Int64
 	// gates hold back output from a JOB_CREATED whose job is not yet
 	// durable: nothing from gates[0].pos on is written until it is
 	// released, so the connection's replies stay in order.
@@ -110,7 +114,7 @@ func (t *Turn) begin(s *Session) (b []byte, ok bool) {
 func (t *Turn) end(s *Session, b []byte) {
 	o := &s.out
 	o.buf = b
-	if o.limit > 0 && len(b) > o.limit {
+	if o.limit > 0 && len(b)+int(o.downstream.Load()) > o.limit {
 		o.over = true
 	}
 	if !o.pending {
@@ -225,5 +229,22 @@ func (s *Session) WriteOutput(write func(p []byte) int) (remaining, over bool) {
 }
 
 // SetOutputLimit caps the bytes that may wait for this connection's
-// writer; past it the connection is cut off (see TakeOutput).
+// writer; past it the connection is cut off (see WriteOutput).
 func (s *Session) SetOutputLimit(n int) { s.out.limit = n }
+
+// SetDownstream records the bytes the network layer holds for the socket
+// beyond the outbox, and reports whether the two together are over the
+// limit.
+func (s *Session) SetDownstream(n int) (over bool) {
+	o := &s.out
+	o.downstream.Store(int64(n))
+	if n == 0 || o.limit <= 0 {
+		return false // the usual case: the caller has WriteOutput's verdict
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.limit > 0 && len(o.buf)+n > o.limit {
+		o.over = true
+	}
+	return o.over
+}

@@ -45,6 +45,48 @@ func TestSlowReaderIsCutOff(t *testing.T) {
 	c.Expect(wire.EchoRes, "others served")
 }
 
+// A client that pipelines requests and never reads its replies is cut off
+// too, although no single turn's replies come near the limit: what gnet
+// holds for the socket counts, not only the outbox.
+func TestNonReaderOfOwnRepliesIsCutOff(t *testing.T) {
+	srv := gstest.Start(t, func(c *gstest.Config) { c.Net.MaxOutput = 1 << 20 })
+	slow := gstest.Dial(t, srv.Addr)
+	req := wire.AppendRequest(nil, wire.EchoReq, bytes.Repeat([]byte("e"), 16<<10))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// 64 MiB of echoes, far past the kernel's socket buffers; the
+		// writes fail once the server has cut the connection.
+		for range 4096 {
+			if _, err := slow.Raw().Write(req); err != nil {
+				return
+			}
+		}
+	}()
+	<-done
+	// Reading now drains what the kernel buffered, then must meet the
+	// close (not a timeout: the server would be holding the rest).
+	buf := make([]byte, 1<<20)
+	got := 0
+	for {
+		_ = slow.Raw().SetReadDeadline(time.Now().Add(20 * time.Second))
+		n, err := slow.Raw().Read(buf)
+		got += n
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("not cut off: %d bytes of replies read, then nothing", got)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if got >= 32<<20 {
+		t.Fatalf("cut off only after %d bytes of replies", got)
+	}
+	c := gstest.Dial(t, srv.Addr)
+	c.Send(wire.EchoReq, "others served")
+	c.Expect(wire.EchoRes, "others served")
+}
+
 // A flood of background submissions with no worker meets --max-queue-bytes:
 // past it every submission gets an ERROR, and the heap stays bounded.
 func TestSubmissionFloodIsBounded(t *testing.T) {

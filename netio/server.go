@@ -440,6 +440,11 @@ func (cn *conn) flush(onOwner bool) {
 			cn.handoff = handoff[:0]
 		}
 	}
+	if onOwner {
+		// What gnet holds for a reader that does not read counts against
+		// the output limit as much as what waits in the outbox.
+		over = cn.sess.SetDownstream(cn.c.OutboundBuffered()) || over
+	}
 	if over {
 		cn.loop.log.Warn().Str("peer", cn.sess.Addr).Int("fd", cn.fd).Msg("output limit exceeded, cutting off slow reader")
 		_ = cn.c.Close()
