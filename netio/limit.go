@@ -91,17 +91,16 @@ func (s *Server) release() { s.conns.Add(-1) }
 // Refused is the number of connections closed because the budget was spent.
 func (s *Server) Refused() uint64 { return s.refused.Load() }
 
-// httpFull is what an HTTP connection over the budget gets before the close.
-var httpFull = []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-
 // LimitHTTP makes the HTTP front end's listener take its connections from
-// the server's budget; one over it is answered 503 and closed.
+// the server's budget; one over it is closed at once. (Not answered 503: a
+// reply before the request confuses clients, and waiting for the request
+// would hold the descriptor the budget protects.)
 func (s *Server) LimitHTTP(l net.Listener) net.Listener {
 	return &limitedListener{Listener: l, admit: s.admit, release: s.release}
 }
 
-// LimitConns caps an HTTP listener's open connections at n on a count of
-// its own; one over it is answered 503 and closed.
+// LimitConns caps a listener's open connections at n on a count of its
+// own; one over it is closed at once.
 func LimitConns(l net.Listener, n int64) net.Listener {
 	var open atomic.Int64
 	return &limitedListener{
@@ -132,8 +131,6 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		if l.admit() {
 			return &budgetConn{Conn: c, release: l.release}, nil
 		}
-		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = c.Write(httpFull)
 		c.Close()
 	}
 }
