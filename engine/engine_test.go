@@ -143,6 +143,53 @@ func TestSameConnectionCoalescesPerSubmission(t *testing.T) {
 	}
 }
 
+// Registrations leave in any order and the rest stay counted; a worker
+// that keeps registering, sleeping and withdrawing on a function nobody
+// submits to leaves a bounded sleepers list (withdrawn entries are swept).
+func TestRegistrationsWithdrawCleanly(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	var tr Turn
+	ws := make([]*Session, 5)
+	for i := range ws {
+		ws[i] = e.NewSession(i+1, "127.0.0.1", nil)
+		e.Handle(&tr, ws[i], req(wire.CanDo, "f"))
+		e.Handle(&tr, ws[i], req(wire.CanDo, "f")) // a repeat is a second registration
+	}
+	s := e.shards[0]
+	f := s.function([]byte("f"), false)
+	check := func(want int) {
+		t.Helper()
+		if len(f.workers) != want {
+			t.Fatalf("%d registrations, want %d", len(f.workers), want)
+		}
+		for i, a := range f.workers {
+			if a.idx != i || a.withdrawn {
+				t.Fatalf("registration %d: idx %d withdrawn %v", i, a.idx, a.withdrawn)
+			}
+		}
+	}
+	check(10)
+	e.CantDo(ws[2], []byte("f"))
+	check(8)
+	e.Disconnect(&tr, ws[0])
+	e.ResetAbilities(ws[4])
+	check(4)
+	for _, w := range []*Session{ws[1], ws[3]} {
+		e.CantDo(w, []byte("f"))
+	}
+	check(0)
+
+	w := e.NewSession(9, "127.0.0.1", nil)
+	for range 1000 {
+		e.Handle(&tr, w, req(wire.CanDo, "idle"))
+		e.Handle(&tr, w, req(wire.PreSleep))
+		e.Handle(&tr, w, req(wire.CantDo, "idle"))
+	}
+	if n := len(s.function([]byte("idle"), false).sleepers); n > 2 {
+		t.Fatalf("%d sleepers entries left by one worker's 1000 withdrawn registrations", n)
+	}
+}
+
 // A worker whose functions live on two shards sleeps once and is woken
 // once, whichever shard gets work first, and then drains both.
 func TestCrossShardSleepAndWake(t *testing.T) {

@@ -57,8 +57,11 @@ type function struct {
 	total    int // live jobs: queued, delayed and running (gearmand's TOTAL)
 	running  int
 	delayed  [numPriorities]int // jobs waiting for their epoch, by priority
-	workers  []*ability         // registrations, in CAN_DO order
+	workers  []*ability         // registrations (ability.idx is the position)
 	sleepers []*ability         // registrations whose worker slept with nothing to do
+	// withdrawnSleepers counts sleepers entries whose registration is
+	// gone; past half the list they are swept (see withdraw).
+	withdrawnSleepers int
 	maxQueue [numPriorities]int
 	unique   map[string]*Job
 
@@ -71,7 +74,8 @@ type ability struct {
 	sess      *Session
 	fn        *function
 	timeout   time.Duration
-	seq       uint64 // the session's canDoSeq when registered
+	seq       uint64 // the session's canDoSeq when registered (orders "workers")
+	idx       int    // position in fn.workers, for removal in O(1)
 	served    uint64 // the session's grabSeq when last served; 0 = never
 	asleep    bool   // listed in fn.sleepers
 	withdrawn bool   // CANT_DO'd or session gone; skipped if still listed
@@ -346,6 +350,7 @@ func (s *shard) wake(t *Turn, fn *function) {
 		a := fn.sleepers[i]
 		a.asleep = false
 		if a.withdrawn {
+			fn.withdrawnSleepers--
 			continue
 		}
 		if a.sess.sleep.CompareAndSwap(sleeping, woken) {

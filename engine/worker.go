@@ -9,15 +9,17 @@ import (
 )
 
 // CanDo registers sess for function fname (CAN_DO, or CAN_DO_TIMEOUT with a
-// timeout > 0). Like gearmand, a repeated CAN_DO adds a second registration.
-// Event-loop only (it updates the session's loop-owned shard list).
+// timeout > 0). Like gearmand, a repeated CAN_DO adds a second registration
+// (withdrawing each is O(1), so a connection's many repeats cost a linear
+// clean-up, not a quadratic one). Event-loop only (it updates the session's
+// loop-owned shard list).
 func (e *Engine) CanDo(t *Turn, sess *Session, fname []byte, timeout time.Duration) {
 	s := e.shardOf(fname)
 	sess.mark(kindWorker)
 	sess.canDoSeq++
 	s.mu.Lock()
 	f := s.function(fname, true)
-	a := &ability{sess: sess, fn: f, timeout: timeout, seq: sess.canDoSeq}
+	a := &ability{sess: sess, fn: f, timeout: timeout, seq: sess.canDoSeq, idx: len(f.workers)}
 	f.workers = append(f.workers, a)
 	ps := &sess.per[s.idx]
 	ps.abilities = append(ps.abilities, a)
@@ -72,12 +74,26 @@ func (e *Engine) ResetAbilities(sess *Session) {
 }
 
 // withdraw removes a registration from its function. A sleepers entry, if
-// any, is left to be skipped and dropped by the next wake.
+// any, is skipped and dropped by the next wake; should no job come to wake
+// them, withdrawn entries are swept once they are half the list, so a
+// worker that keeps registering, sleeping and withdrawing cannot grow it.
 func (s *shard) withdraw(a *ability) {
+	if a.withdrawn {
+		return
+	}
 	a.withdrawn = true
 	f := a.fn
-	if i := slices.Index(f.workers, a); i >= 0 {
-		f.workers = slices.Delete(f.workers, i, i+1)
+	last := len(f.workers) - 1
+	f.workers[a.idx] = f.workers[last]
+	f.workers[a.idx].idx = a.idx
+	f.workers[last] = nil
+	f.workers = f.workers[:last]
+	if a.asleep {
+		f.withdrawnSleepers++
+		if 2*f.withdrawnSleepers > len(f.sleepers) {
+			f.sleepers = slices.DeleteFunc(f.sleepers, func(x *ability) bool { return x.withdrawn })
+			f.withdrawnSleepers = 0
+		}
 	}
 }
 
