@@ -62,8 +62,8 @@ type function struct {
 	// withdrawnSleepers counts sleepers entries whose registration is
 	// gone; past half the list they are swept (see withdraw).
 	withdrawnSleepers int
-	maxQueue [numPriorities]int
-	unique   map[string]*Job
+	maxQueue          [numPriorities]int
+	unique            map[string]*Job
 
 	counters  jobCounters
 	wait, run latencyHist

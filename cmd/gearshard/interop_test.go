@@ -63,6 +63,7 @@ func testServeCmd() ServeCmd {
 type testServer struct {
 	addr, host, port string
 	metrics          string       // --metrics-listen's bound address, if set
+	httpAddr         string       // the HTTP front end's bound address, if -r http
 	adm              *gstest.Conn // admin connection for polling
 }
 
@@ -92,7 +93,7 @@ func startServer(t *testing.T, mod func(*ServeCmd)) *testServer {
 	if err != nil {
 		t.Fatalf("server address %q: %v", srv.addr(), err)
 	}
-	ts := &testServer{addr: srv.addr(), host: host, port: port, metrics: srv.metricsAddr}
+	ts := &testServer{addr: srv.addr(), host: host, port: port, metrics: srv.metricsAddr, httpAddr: srv.httpAddr}
 	ts.adm = gstest.Dial(t, ts.addr)
 	return ts
 }
