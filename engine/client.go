@@ -45,7 +45,9 @@ func (e *Engine) Submit(t *Turn, sess *Session, p *wire.Packet) {
 		spec = submitSpec{Low, true}
 	case wire.SubmitJobEpoch:
 		spec = submitSpec{Normal, true}
-		when = parseInt(p.Field[2])
+		// Held back at maxEpoch: later times overflow the clock's
+		// nanoseconds into the past and would run the job at once.
+		when = min(parseInt(p.Field[2]), maxEpoch)
 	case wire.SubmitJobSched:
 		spec = submitSpec{Normal, true}
 		next, ok := nextCron(time.Now(), p.Field[2:7])
@@ -61,8 +63,7 @@ func (e *Engine) Submit(t *Turn, sess *Session, p *wire.Packet) {
 		spec = submitSpec{Normal, true}
 		reducer = p.Field[2]
 	}
-	if len(fn) == 0 {
-		t.sendError(sess, "INVALID_FUNCTION_NAME", "Function name is empty")
+	if !checkFunctionName(t, sess, fn) {
 		return
 	}
 	if len(unique) > MaxUnique {
@@ -76,10 +77,11 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	var hb [64]byte
 	s := e.shardOf(fname)
 	s.mu.Lock()
-	f := s.function(fname, true)
+	// Looked up, not created: a refused submission leaves no name behind.
+	f := s.function(fname, false)
 
 	key, coalesce := coalesceKey(unique, data)
-	if coalesce {
+	if coalesce && f != nil {
 		if j := f.unique[string(key)]; j != nil && (!isDash(unique) || bytes.Equal(j.data(), data)) {
 			// gearmand: the existing job keeps its priority and kind; a
 			// foreground submitter is attached and gets later WORK_*.
@@ -99,15 +101,20 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 			return
 		}
 	}
-	if m := f.maxQueue[spec.pri]; m > 0 && f.total >= m {
-		s.mu.Unlock()
-		t.sendError(sess, "QUEUE_ERROR", "Job queue is full")
-		return
+	if f != nil {
+		if m := f.maxQueue[spec.pri]; m > 0 && f.total >= m {
+			s.mu.Unlock()
+			t.sendError(sess, "QUEUE_ERROR", "Job queue is full")
+			return
+		}
 	}
 	if m := e.opts.MaxQueueBytes; m > 0 && e.queuedBytes()+int64(len(unique)+len(reducer)+len(data))+jobOverhead > m {
 		s.mu.Unlock()
 		t.sendError(sess, "QUEUE_ERROR", "Server queue memory is full (--max-queue-bytes)")
 		return
+	}
+	if f == nil {
+		f = s.function(fname, true)
 	}
 	persist := spec.background && e.opts.Store != nil
 	var stored []byte
@@ -123,13 +130,7 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	s.debugJob(j).Uint64("conn", sess.ID).Bool("background", j.background).Uint8("priority", uint8(j.pri)).
 		Int("bytes", len(data)).Msg("job submitted")
 	if coalesce {
-		if f.unique == nil {
-			f.unique = make(map[string]*Job)
-		}
-		if _, taken := f.unique[string(key)]; !taken {
-			j.inUnique = true
-			f.unique[string(key)] = j
-		}
+		s.indexUnique(j, key)
 	}
 	if !spec.background {
 		s.attach(j, sess)
@@ -153,6 +154,10 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	// Outside the lock: a store may call back at once (when it is full).
 	e.opts.Store.Add(rec, func(err error) { e.persisted(s, id, sess, gate, err) })
 }
+
+// maxEpoch is the latest run-at time kept (in 2255; int64 nanoseconds
+// end in 2262).
+const maxEpoch = 9_000_000_000
 
 // waiter is a client whose JOB_CREATED for a job being persisted is held.
 type waiter struct {
@@ -249,6 +254,21 @@ func coalesceKey(unique, data []byte) ([]byte, bool) {
 	}
 }
 
+// indexUnique files j under its coalescing key, unless another job holds
+// the key already.
+func (s *shard) indexUnique(j *Job, key []byte) {
+	f := j.fn
+	if f.unique == nil {
+		f.unique = make(map[string]*Job)
+	}
+	if _, taken := f.unique[string(key)]; taken {
+		return
+	}
+	j.inUnique = true
+	f.unique[string(key)] = j
+	s.withUniques[f] = struct{}{}
+}
+
 // forgetUnique takes j out of its function's unique table; the key is
 // recomputed rather than kept in every job.
 func (s *shard) forgetUnique(j *Job) {
@@ -257,6 +277,9 @@ func (s *shard) forgetUnique(j *Job) {
 	}
 	key, _ := coalesceKey(j.unique(), j.data())
 	delete(j.fn.unique, string(key))
+	if len(j.fn.unique) == 0 {
+		delete(s.withUniques, j.fn)
+	}
 	j.inUnique = false
 }
 
@@ -318,8 +341,8 @@ func (e *Engine) GetStatus(t *Turn, sess *Session, handle []byte) {
 }
 
 // GetStatusUnique answers GET_STATUS_UNIQUE UNIQUE. The unique is looked up
-// in every function of every shard, as gearmand does; the first hit in
-// shard order wins.
+// in every function holding jobs by unique, in every shard, as gearmand
+// does; the first hit in shard order wins.
 func (e *Engine) GetStatusUnique(t *Turn, sess *Session, unique []byte) {
 	var nb, db, cb [10]byte
 	var found *Job
@@ -328,7 +351,7 @@ func (e *Engine) GetStatusUnique(t *Turn, sess *Session, unique []byte) {
 	var clients int
 	for _, s := range e.shards {
 		s.mu.Lock()
-		for _, f := range s.funcs {
+		for f := range s.withUniques {
 			if j := f.unique[string(unique)]; j != nil {
 				found = j
 				break

@@ -30,18 +30,18 @@ func (e *Engine) Handle(t *Turn, sess *Session, p *wire.Packet) {
 	case wire.WorkData, wire.WorkWarning, wire.WorkStatus, wire.WorkComplete, wire.WorkFail, wire.WorkException:
 		e.WorkResult(t, sess, p)
 	case wire.CanDo:
-		if len(p.Field[0]) == 0 {
-			t.sendError(sess, "INVALID_FUNCTION_NAME", "Function name is empty")
-			return
+		if checkFunctionName(t, sess, p.Field[0]) {
+			e.CanDo(t, sess, p.Field[0], 0)
 		}
-		e.CanDo(t, sess, p.Field[0], 0)
 	case wire.CanDoTimeout:
 		timeout, ok := parseTimeout(p.Field[1])
 		if !ok || len(p.Field[0]) == 0 {
 			t.sendError(sess, "INVALID_ARGUMENT", "CAN_DO_TIMEOUT needs a function and a timeout in milliseconds")
 			return
 		}
-		e.CanDo(t, sess, p.Field[0], timeout)
+		if checkFunctionName(t, sess, p.Field[0]) {
+			e.CanDo(t, sess, p.Field[0], timeout)
+		}
 	case wire.CantDo:
 		e.CantDo(sess, p.Field[0])
 	case wire.ResetAbilities:

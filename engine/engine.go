@@ -57,6 +57,26 @@ type Engine struct {
 // MaxUnique is gearmand's limit on a unique key.
 const MaxUnique = 64
 
+// MaxFunctionName bounds a function name. Names are kept for the life of
+// the server (as in gearmand; `drop function` forgets one), so their size
+// must not be the client's to choose; gearmand drops connections sending
+// names of a few thousand bytes, libgearman sends at most 512.
+const MaxFunctionName = 4096
+
+// checkFunctionName answers an empty or oversized name with an ERROR and
+// reports whether the name is usable.
+func checkFunctionName(t *Turn, sess *Session, name []byte) bool {
+	switch {
+	case len(name) == 0:
+		t.sendError(sess, "INVALID_FUNCTION_NAME", "Function name is empty")
+	case len(name) > MaxFunctionName:
+		t.sendError(sess, "INVALID_FUNCTION_NAME", "Function name longer than 4096 bytes")
+	default:
+		return true
+	}
+	return false
+}
+
 // New builds an engine.
 func New(opts Options) (*Engine, error) {
 	if opts.Shards <= 0 {

@@ -429,4 +429,62 @@ func TestMaxQueueBytes(t *testing.T) {
 	e.Handle(&tr, w, req(wire.WorkComplete, string(h), ""))
 	e.Handle(&tr, c, req(wire.SubmitJobBG, "f0", "", data))
 	expectOne(t, c, wire.JobCreated)
+
+	// A refused submission of a new name leaves no function behind.
+	e.Handle(&tr, c, req(wire.SubmitJobBG, "never-made", "", data+data))
+	expectOne(t, c, wire.Error)
+	if e.shardOf([]byte("never-made")).function([]byte("never-made"), false) != nil {
+		t.Fatal("a refused submission created its function")
+	}
+}
+
+// Function names are bounded: past MaxFunctionName, CAN_DO, CAN_DO_TIMEOUT
+// and submissions get INVALID_FUNCTION_NAME and register nothing.
+func TestFunctionNameBounded(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	long := strings.Repeat("n", MaxFunctionName+1)
+	for _, p := range []*wire.Packet{
+		req(wire.CanDo, long), req(wire.CanDoTimeout, long, "1000"),
+		req(wire.SubmitJob, long, "", "x"), req(wire.SubmitJobBG, long, "", "x"),
+	} {
+		e.Handle(&tr, c, p)
+		if got := expectOne(t, c, wire.Error); string(got.Field[0]) != "INVALID_FUNCTION_NAME" {
+			t.Fatalf("%s with a %d-byte name: %s", p.Type, len(long), got.String())
+		}
+	}
+	if n := len(e.shards[0].funcs); n != 0 {
+		t.Fatalf("%d functions made from refused names", n)
+	}
+	e.Handle(&tr, c, req(wire.SubmitJobBG, long[1:], "", "x")) // exactly the limit
+	expectOne(t, c, wire.JobCreated)
+}
+
+// SUBMIT_JOB_EPOCH for a time past what the clock can hold stays delayed
+// (it used to overflow into the past and run at once).
+func TestEpochFarFutureStaysDelayed(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	w := e.NewSession(2, "127.0.0.1", nil)
+	e.Handle(&tr, w, req(wire.CanDo, "later"))
+	for _, when := range []string{"9999999999", "100000000000", "4611686018427387903", "9223372036854775807", "18446744073709551616"} {
+		e.Handle(&tr, c, req(wire.SubmitJobEpoch, "later", "", when, "x"))
+		expectOne(t, c, wire.JobCreated)
+		e.Handle(&tr, w, req(wire.GrabJob))
+		expectOne(t, w, wire.NoJob) // not JOB_ASSIGN: still waiting for its time
+	}
+	// And their timers are set in the far future, not overflowed into the past.
+	s := e.shards[0]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, j := range s.timers {
+		if at := time.Unix(0, j.deadline); at.Before(time.Now().AddDate(200, 0, 0)) {
+			t.Fatalf("a far-future epoch job is due at %v", at)
+		}
+	}
+	if len(s.timers) != 5 {
+		t.Fatalf("%d delayed jobs, want 5", len(s.timers))
+	}
 }

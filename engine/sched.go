@@ -29,6 +29,10 @@ func nextCron(now time.Time, fields [][]byte) (time.Time, bool) {
 		}
 		want[i] = n
 	}
+	// A day the month never has (30 February, 31 April) needs no search.
+	if maxDay := [13]int{0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}; want[3] > 0 && want[2] > maxDay[want[3]] {
+		return time.Time{}, false
+	}
 	match := func(w, v int) bool { return w < 0 || w == v }
 	t := now.Truncate(time.Minute).Add(time.Minute)
 	// Walk days first, then minutes within a matching day; four years

@@ -31,8 +31,11 @@ type shard struct {
 
 	funcs  map[string]*function
 	byName []*function // funcs sorted by name, for admin listings without a sort
-	jobs   jobTable    // by handle number's sequence within the shard: (number-1) / shards
-	nextID uint64      // handle numbers: idx+1, idx+1+N, idx+1+2N, ...
+	// withUniques are the functions holding jobs by unique key: where
+	// GET_STATUS_UNIQUE looks, however many names workers registered.
+	withUniques map[*function]struct{}
+	jobs        jobTable // by handle number's sequence within the shard: (number-1) / shards
+	nextID      uint64   // handle numbers: idx+1, idx+1+N, idx+1+2N, ...
 
 	// runnable counts queued jobs per priority over all functions; GRAB
 	// reads it without the lock to skip shards with nothing to offer.
@@ -219,11 +222,12 @@ func (h *timerHeap) Pop() any {
 
 func newShard(e *Engine, idx int) *shard {
 	return &shard{
-		e:       e,
-		idx:     idx,
-		funcs:   make(map[string]*function),
-		waiters: make(map[uint64][]waiter),
-		nextID:  uint64(idx) + 1,
+		e:           e,
+		idx:         idx,
+		funcs:       make(map[string]*function),
+		withUniques: make(map[*function]struct{}),
+		waiters:     make(map[uint64][]waiter),
+		nextID:      uint64(idx) + 1,
 	}
 }
 
@@ -424,6 +428,7 @@ func (s *shard) fire() {
 // dropFunction forgets a function. Caller holds s.mu.
 func (s *shard) dropFunction(f *function) {
 	delete(s.funcs, f.name)
+	delete(s.withUniques, f)
 	if i := slices.Index(s.byName, f); i >= 0 {
 		s.byName = slices.Delete(s.byName, i, i+1)
 	}

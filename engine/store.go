@@ -71,13 +71,7 @@ func (e *Engine) Replay() (int, error) {
 			j.pri = Normal
 		}
 		if key, ok := coalesceKey(unique, r.Data); ok {
-			if f.unique == nil {
-				f.unique = make(map[string]*Job)
-			}
-			if _, taken := f.unique[string(key)]; !taken {
-				j.inUnique = true
-				f.unique[string(key)] = j
-			}
+			s.indexUnique(j, key)
 		}
 		s.start(&t, j, r.When)
 		n++

@@ -1383,6 +1383,8 @@ func TestE2ESched(t *testing.T) {
 		{"-1", "", "", "", ""},
 		{"x", "", "", "", ""},
 		{"", "", "", "", "99999999999999999999"},
+		{"*", "*", "30", "2", "*"}, // dates that never come
+		{"*", "*", "31", "11", "*"},
 	} {
 		c.Send(wire.SubmitJobSched, "sch", "", f[0], f[1], f[2], f[3], f[4], "d")
 		p := c.Expect(wire.Error)
