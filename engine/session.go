@@ -232,6 +232,14 @@ func (s *Session) WriteOutput(write func(p []byte) int) (remaining, over bool) {
 // writer; past it the connection is cut off (see WriteOutput).
 func (s *Session) SetOutputLimit(n int) { s.out.limit = n }
 
+// OutputOver reports whether the output outgrew its limit: the connection
+// is to be cut off, and nothing more it asked for should be run.
+func (s *Session) OutputOver() bool {
+	s.out.mu.Lock()
+	defer s.out.mu.Unlock()
+	return s.out.over
+}
+
 // SetDownstream records the bytes the network layer holds for the socket
 // beyond the outbox, and reports whether the two together are over the
 // limit.

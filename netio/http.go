@@ -260,9 +260,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(http.StatusOK)
 				return
 			}
-		case wire.WorkData:
-			body = append(body, p.fields[1]...)
-		case wire.WorkComplete:
+		case wire.WorkData, wire.WorkComplete:
+			// The result is collected before it is sent: bound it as the
+			// output waiting for any reader is bounded.
+			if m := s.opts.MaxOutput; m > 0 && len(body)+len(p.fields[1]) > m {
+				http.Error(w, "job "+handle+": result larger than "+strconv.Itoa(m)+" bytes (--max-output-bytes)", http.StatusBadGateway)
+				return
+			}
+			if p.typ == wire.WorkData {
+				body = append(body, p.fields[1]...)
+				continue
+			}
 			w.Header().Set("Content-Length", strconv.Itoa(len(body)+len(p.fields[1])))
 			w.WriteHeader(http.StatusOK)
 			_, _ = w.Write(body)

@@ -40,7 +40,13 @@ type httpServer struct {
 
 func startHTTP(t *testing.T, opts netio.HTTPOptions) *httpServer {
 	t.Helper()
-	srv := gstest.Start(t, nil)
+	return startHTTPWith(t, opts, nil)
+}
+
+// startHTTPWith is startHTTP with the server's configuration changed by mod.
+func startHTTPWith(t *testing.T, opts netio.HTTPOptions, mod func(*gstest.Config)) *httpServer {
+	t.Helper()
+	srv := gstest.Start(t, mod)
 	addr, _ := gstest.Listen(t, "ServeHTTPFrontEnd", func(ctx context.Context, l net.Listener) error {
 		return srv.Net.ServeHTTPFrontEnd(ctx, l, opts)
 	})
@@ -381,6 +387,33 @@ func TestHTTPWorkFailExceptionData(t *testing.T) {
 	r = wait(t, ch)
 	if r.code != 200 || r.body != "chunk1,chunk2,end" || r.clen != int64(len("chunk1,chunk2,end")) {
 		t.Errorf("WORK_DATA: %v, want 200 \"chunk1,chunk2,end\"", r)
+	}
+}
+
+// A foreground result is collected before it is sent, so it is bounded
+// like any output waiting for a reader (--max-output-bytes): past it the
+// request gets 502, and the server goes on.
+func TestHTTPResultBounded(t *testing.T) {
+	srv := startHTTPWith(t, netio.HTTPOptions{}, func(c *gstest.Config) { c.Net.MaxOutput = 1 << 20 })
+	c := newClient(t)
+	w := worker(t, srv, "big")
+	ch := do(c, newReq(t, "POST", srv.Base+"/big", "x"))
+	h := grabExpect(t, w, "big", "x")
+	chunk := strings.Repeat("d", 256<<10)
+	for range 5 { // 1.25 MiB
+		w.Send(wire.WorkData, h, chunk)
+	}
+	if r := wait(t, ch); r.code != http.StatusBadGateway || !strings.Contains(r.body, "--max-output-bytes") {
+		t.Fatalf("a result over the limit: %v, want 502", r)
+	}
+	w.Send(wire.WorkComplete, h, "late") // the job ends; nobody waits for it
+
+	ch = do(c, newReq(t, "POST", srv.Base+"/big", "y"))
+	h = grabExpect(t, w, "big", "y")
+	w.Send(wire.WorkData, h, chunk)
+	w.Send(wire.WorkComplete, h, "!")
+	if r := wait(t, ch); r.code != http.StatusOK || len(r.body) != len(chunk)+1 {
+		t.Fatalf("a result within the limit: %d, %d bytes", r.code, len(r.body))
 	}
 }
 

@@ -338,7 +338,9 @@ func (s *Server) handleInput(t *engine.Turn, sess *engine.Session, in []byte, ma
 			}
 			r.used += n
 			r.frames++
-			if s.adm.Run(t, sess, line) == engine.AdminClose {
+			// A listing can be large: a client that pipelines them without
+			// reading is cut off at its output limit, not served more.
+			if s.adm.Run(t, sess, line) == engine.AdminClose || sess.OutputOver() {
 				r.closeConn = true
 				return r
 			}
