@@ -39,6 +39,7 @@ const (
 	headerBackground = "X-Gearman-Background"
 	headerPriority   = "X-Gearman-Priority"
 	headerHandle     = "X-Gearman-Job-Handle"
+	headerCommand    = "X-Gearman-Command" // the packet that ended the request
 )
 
 // jobRequest is what an HTTP request asks for.
@@ -58,24 +59,30 @@ type errStatus struct {
 
 func (e *errStatus) Error() string { return e.msg }
 
-// mapRequest turns a request line and headers into a job. The body is
-// read separately (bounded) by the caller: POST and PUT carry the workload,
-// GET and HEAD have none.
-func mapRequest(method, path string, h http.Header) (jobRequest, error) {
+// mapRequest turns a request line and headers into a job. The function is
+// the request target as sent, leading slashes stripped, nothing decoded
+// (gearmand's names: "/a%20b?x" is "a%20b?x"). With no X-Gearman-Unique the
+// unique is "-", gearmand's "the workload is the key": identical requests
+// share one job. The body is read separately (bounded) by the caller: POST
+// and PUT carry the workload, GET and HEAD have none.
+func mapRequest(method, target string, h http.Header) (jobRequest, error) {
 	var j jobRequest
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut:
 	default:
 		return j, &errStatus{http.StatusMethodNotAllowed, "method not allowed: use GET, HEAD, POST or PUT"}
 	}
-	j.function = strings.TrimPrefix(path, "/")
+	j.function = strings.TrimLeft(target, "/")
 	if j.function == "" {
 		return j, &errStatus{http.StatusNotFound, "no function: the path is /FUNCTION"}
 	}
-	if len(j.function) > 8192 || strings.IndexByte(j.function, 0) >= 0 {
+	if len(j.function) > engine.MaxFunctionName || strings.IndexByte(j.function, 0) >= 0 {
 		return j, &errStatus{http.StatusBadRequest, "bad function name"}
 	}
-	j.unique = h.Get(headerUnique)
+	j.unique = "-"
+	if v := h.Values(headerUnique); len(v) > 0 {
+		j.unique = v[0]
+	}
 	if len(j.unique) > engine.MaxUnique || strings.IndexByte(j.unique, 0) >= 0 {
 		return j, &errStatus{http.StatusBadRequest, "bad " + headerUnique + ": at most 64 bytes, no NUL"}
 	}
@@ -190,7 +197,7 @@ func (h *httpJob) next(ctx context.Context) (packetCopy, error) {
 // clients: a foreground job answers with its result, a background one
 // with its handle at once.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, err := mapRequest(r.Method, r.URL.Path, r.Header)
+	req, err := mapRequest(r.Method, r.RequestURI, r.Header)
 	if err == nil {
 		// The body is read to its end even where it is not the workload
 		// (GET, HEAD): only then does net/http watch for the client
@@ -257,6 +264,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			handle = string(p.fields[0])
 			w.Header().Set(headerHandle, handle)
 			if req.background {
+				w.Header().Set(headerCommand, "JOB_CREATED")
 				w.WriteHeader(http.StatusOK)
 				return
 			}
@@ -272,14 +280,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			w.Header().Set("Content-Length", strconv.Itoa(len(body)+len(p.fields[1])))
+			w.Header().Set(headerCommand, "WORK_COMPLETE")
 			w.WriteHeader(http.StatusOK)
 			_, _ = w.Write(body)
 			_, _ = w.Write(p.fields[1])
 			return
 		case wire.WorkFail:
+			w.Header().Set(headerCommand, "WORK_FAIL")
 			http.Error(w, "job "+handle+" failed", http.StatusInternalServerError)
 			return
 		case wire.WorkException:
+			w.Header().Set(headerCommand, "WORK_EXCEPTION")
 			http.Error(w, "job "+handle+" raised an exception: "+string(p.fields[1]), http.StatusInternalServerError)
 			return
 		}

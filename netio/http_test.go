@@ -220,6 +220,33 @@ func TestHTTPReverse(t *testing.T) {
 	}
 }
 
+// As in gearmand: the function is the request target as sent (leading
+// slashes stripped, nothing decoded), a request without X-Gearman-Unique
+// has the unique "-" (identical workloads share one job), and
+// X-Gearman-Command names the packet that ended the request.
+func TestHTTPGearmandNamingAndDefaultUnique(t *testing.T) {
+	srv := startHTTP(t, netio.HTTPOptions{})
+	c := newClient(t)
+	bg := func(path, body string) httpResult {
+		return wait(t, do(c, newReq(t, "POST", srv.Base+path, body, "X-Gearman-Background", "true")))
+	}
+	for _, path := range []string{"/f%20g", "//dbl", "/q?x=1"} {
+		if r := bg(path, "x"); r.code != 200 || r.hdr.Get("X-Gearman-Command") != "JOB_CREATED" {
+			t.Fatalf("%s: %v", path, r)
+		}
+	}
+	a := gstest.Dial(t, srv.Addr)
+	expectAdmin(t, a, "status", "dbl\t1\t0\t0\nf%20g\t1\t0\t0\nq?x=1\t1\t0\t0\n.\n")
+
+	first, second := bg("/same", "payload"), bg("/same", "payload")
+	if h1, h2 := first.hdr.Get("X-Gearman-Job-Handle"), second.hdr.Get("X-Gearman-Job-Handle"); h1 == "" || h1 != h2 {
+		t.Fatalf("identical requests got handles %q and %q, want one job", h1, h2)
+	}
+	w := worker(t, srv, "same")
+	w.Send(wire.GrabJobUniq)
+	w.Expect(wire.JobAssignUniq, first.hdr.Get("X-Gearman-Job-Handle"), "same", "-", "payload")
+}
+
 // The seed's background example: returns at once, with no worker
 // connected, and queues the job at low priority.
 func TestHTTPBackgroundLowPriority(t *testing.T) {
@@ -732,6 +759,7 @@ func TestHTTPGarbageFloodAndHeap(t *testing.T) {
 				case 0, 1:
 					req, _ = http.NewRequest("POST", srv.Base+"/heap", strings.NewReader(body))
 					req.Header.Set("X-Gearman-Background", "true")
+					req.Header.Set("X-Gearman-Unique", "heap-"+strconv.Itoa(i)) // else the same body is the same job
 				case 2:
 					req, _ = http.NewRequest("DELETE", srv.Base+"/heap", nil)
 					want = 405

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -968,10 +969,28 @@ func TestDifferential(t *testing.T) {
 			if (sc.readme == 0) != (sc.differs == nil) {
 				t.Fatalf("scenario %s: readme and differs go together", sc.name)
 			}
+			if sc.readme != 0 {
+				requireDifferenceListed(t, sc.readme)
+			}
 			gd := runDiff(t, startGearmand(t, "--job-handle-prefix", diffPrefix), sc.steps)
 			gs := runDiff(t, startServer(t, func(c *ServeCmd) { c.JobHandlePrefix = diffPrefix }), sc.steps)
 			compareDiff(t, sc, gd, gs)
 		})
+	}
+}
+
+// requireDifferenceListed checks that the README's "Differences from
+// gearmand" list has an item n.
+func requireDifferenceListed(t *testing.T, n int) {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, list, _ := strings.Cut(string(readme), "## Differences from gearmand")
+	list, _, _ = strings.Cut(list, "\n## ")
+	if !strings.Contains(list, "\n"+strconv.Itoa(n)+". ") {
+		t.Fatalf("the README's differences list has no item %d", n)
 	}
 }
 
