@@ -266,7 +266,9 @@ func (s *shard) indexUnique(j *Job, key []byte) {
 	}
 	j.inUnique = true
 	f.unique[string(key)] = j
-	s.withUniques[f] = struct{}{}
+	if len(f.unique) == 1 {
+		s.withUniques[f] = struct{}{}
+	}
 }
 
 // forgetUnique takes j out of its function's unique table; the key is
