@@ -1190,9 +1190,22 @@ func compareDiff(t *testing.T, sc diffScenario, gd, gs transcript) {
 			names = append(names, s.conn)
 		}
 	}
+	cite := ""
+	if sc.readme != 0 {
+		cite = fmt.Sprintf("README difference %d", sc.readme)
+	}
+	compareTranscripts(t, names, sc.differs, cite, gd, gs)
+}
+
+// compareTranscripts checks, for each named connection, that both servers
+// sent the same — or, where differs documents a difference (cite says
+// where), that each sent what is expected of it — and prints both side by
+// side on a mismatch.
+func compareTranscripts(t *testing.T, names []string, differs map[string]perServer, cite string, gd, gs transcript) {
+	t.Helper()
 	ok := true
 	for _, n := range names {
-		if d, documented := sc.differs[n]; documented {
+		if d, documented := differs[n]; documented {
 			ok = ok && slices.Equal(gd[n], d.gearmand) && slices.Equal(gs[n], d.gearshard)
 		} else {
 			ok = ok && slices.Equal(gd[n], gs[n])
@@ -1203,13 +1216,12 @@ func compareDiff(t *testing.T, sc diffScenario, gd, gs transcript) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "transcripts differ (| marks a differing line)\n")
-	if sc.readme != 0 {
-		fmt.Fprintf(&b, "README difference %d: for %v each server must match its own expectation\n",
-			sc.readme, slices.Sorted(maps.Keys(sc.differs)))
+	if cite != "" {
+		fmt.Fprintf(&b, "%s: for %v each server must match its own expectation\n", cite, slices.Sorted(maps.Keys(differs)))
 	}
 	for _, n := range names {
 		sideBySide(&b, n, "gearmand", "gearshard", gd[n], gs[n])
-		if d, documented := sc.differs[n]; documented {
+		if d, documented := differs[n]; documented {
 			sideBySide(&b, n+" expected", "gearmand", "gearshard", d.gearmand, d.gearshard)
 		}
 	}

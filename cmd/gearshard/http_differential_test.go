@@ -877,28 +877,9 @@ func compareHTTP(t *testing.T, sc httpScenario, gd, gs transcript) {
 		}
 	}
 	names = append(names, httpStatusConn)
-	ok := true
-	for _, n := range names {
-		if d, documented := sc.differs[n]; documented {
-			ok = ok && slices.Equal(gd[n], d.gearmand) && slices.Equal(gs[n], d.gearshard)
-		} else {
-			ok = ok && slices.Equal(gd[n], gs[n])
-		}
-	}
-	if ok {
-		return
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "transcripts differ (| marks a differing line)\n")
+	cite := ""
 	if sc.readme != "" {
-		fmt.Fprintf(&b, "README, %s\nfor %v each server must match its own expectation\n",
-			sc.readme, slices.Sorted(maps.Keys(sc.differs)))
+		cite = "README, " + sc.readme
 	}
-	for _, n := range names {
-		sideBySide(&b, n, "gearmand", "gearshard", gd[n], gs[n])
-		if d, documented := sc.differs[n]; documented {
-			sideBySide(&b, n+" expected", "gearmand", "gearshard", d.gearmand, d.gearshard)
-		}
-	}
-	t.Error(b.String())
+	compareTranscripts(t, names, sc.differs, cite, gd, gs)
 }
