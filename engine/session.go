@@ -114,9 +114,7 @@ func (t *Turn) begin(s *Session) (b []byte, ok bool) {
 func (t *Turn) end(s *Session, b []byte) {
 	o := &s.out
 	o.buf = b
-	if o.limit > 0 && len(b)+int(o.downstream.Load()) > o.limit {
-		o.over = true
-	}
+	o.checkLimit()
 	if !o.pending {
 		o.pending = true
 		t.Dirty = append(t.Dirty, s)
@@ -245,14 +243,20 @@ func (s *Session) OutputOver() bool {
 // limit.
 func (s *Session) SetDownstream(n int) (over bool) {
 	o := &s.out
-	o.downstream.Store(int64(n))
-	if n == 0 || o.limit <= 0 {
-		return false // the usual case: the caller has WriteOutput's verdict
+	if n == 0 && o.downstream.Load() == 0 {
+		return false // the usual case (a load, no store): the caller has WriteOutput's verdict
 	}
+	o.downstream.Store(int64(n))
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.limit > 0 && len(o.buf)+n > o.limit {
+	o.checkLimit()
+	return o.over
+}
+
+// checkLimit marks the outbox over its limit when what waits in it and
+// downstream of it is more than the limit allows. Caller holds o.mu.
+func (o *outbox) checkLimit() {
+	if o.limit > 0 && len(o.buf)+int(o.downstream.Load()) > o.limit {
 		o.over = true
 	}
-	return o.over
 }

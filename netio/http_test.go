@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"gearshard/engine"
 	"gearshard/netio"
 	"gearshard/netio/gstest"
 	"gearshard/wire"
@@ -245,6 +246,11 @@ func TestHTTPGearmandNamingAndDefaultUnique(t *testing.T) {
 	w := worker(t, srv, "same")
 	w.Send(wire.GrabJobUniq)
 	w.Expect(wire.JobAssignUniq, first.hdr.Get("X-Gearman-Job-Handle"), "same", "-", "payload")
+
+	// The engine's bound on names holds here too.
+	if r := bg("/"+strings.Repeat("n", engine.MaxFunctionName+1), "x"); r.code != http.StatusBadRequest || !strings.Contains(r.body, "INVALID_FUNCTION_NAME") {
+		t.Fatalf("a name over the bound: %v, want 400", r)
+	}
 }
 
 // The seed's background example: returns at once, with no worker

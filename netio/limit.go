@@ -68,25 +68,42 @@ func kernelMaxBacklog() int {
 	return 4096
 }
 
-// admit takes a connection from the budget; false means the server is
-// full and the caller closes the connection at once.
-func (s *Server) admit() bool {
-	if s.conns.Add(1) <= s.maxConns {
+// connBudget counts open connections against a maximum.
+type connBudget struct {
+	open atomic.Int64
+	max  int64
+}
+
+// take claims a place; false means there is none left.
+func (b *connBudget) take() bool {
+	if b.open.Add(1) <= b.max {
 		return true
 	}
-	s.conns.Add(-1)
+	b.open.Add(-1)
+	return false
+}
+
+// give returns a place.
+func (b *connBudget) give() { b.open.Add(-1) }
+
+// admit takes a connection from the server's budget; false means the
+// server is full and the caller closes the connection at once.
+func (s *Server) admit() bool {
+	if s.conns.take() {
+		return true
+	}
 	s.refused.Add(1)
 	// One line a second at most: a flood must not turn into a log flood.
 	now := time.Now().UnixNano()
 	if last := s.refusedLogged.Load(); now-last >= int64(time.Second) && s.refusedLogged.CompareAndSwap(last, now) {
-		s.log.Warn().Int64("open", s.conns.Load()).Int64("limit", s.maxConns).Uint64("refused", s.refused.Load()).
+		s.log.Warn().Int64("open", s.conns.open.Load()).Int64("limit", s.conns.max).Uint64("refused", s.refused.Load()).
 			Msg("connection refused: the connection limit is reached (it follows the file-descriptor limit, -f)")
 	}
 	return false
 }
 
-// release returns a connection to the budget.
-func (s *Server) release() { s.conns.Add(-1) }
+// release returns a connection to the server's budget.
+func (s *Server) release() { s.conns.give() }
 
 // Refused is the number of connections closed because the budget was spent.
 func (s *Server) Refused() uint64 { return s.refused.Load() }
@@ -102,18 +119,8 @@ func (s *Server) LimitHTTP(l net.Listener) net.Listener {
 // LimitConns caps a listener's open connections at n on a count of its
 // own; one over it is closed at once.
 func LimitConns(l net.Listener, n int64) net.Listener {
-	var open atomic.Int64
-	return &limitedListener{
-		Listener: l,
-		admit: func() bool {
-			if open.Add(1) <= n {
-				return true
-			}
-			open.Add(-1)
-			return false
-		},
-		release: func() { open.Add(-1) },
-	}
+	b := &connBudget{max: n}
+	return &limitedListener{Listener: l, admit: b.take, release: b.give}
 }
 
 type limitedListener struct {

@@ -60,8 +60,7 @@ type Server struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loop
 
-	conns         atomic.Int64 // every front end's, against maxConns (limit.go)
-	maxConns      int64
+	conns         connBudget // every front end's connections (limit.go)
 	refused       atomic.Uint64
 	refusedLogged atomic.Int64 // unix nanoseconds of the last refusal logged
 	draining      atomic.Bool
@@ -121,14 +120,14 @@ func New(eng *engine.Engine, adm *engine.Admin, opts Options) *Server {
 		done:  make(chan error, 1),
 		loops: make(map[gnet.EventLoop]*loop),
 	}
-	s.maxConns = opts.MaxConns
-	if s.maxConns <= 0 {
+	s.conns.max = opts.MaxConns
+	if s.conns.max <= 0 {
 		n, err := ConnectionBudget(opts.Loops, opts.Backlog)
 		if err != nil {
 			s.log.Error().Err(err).Msg("serving one connection at a time")
 			n = 1
 		}
-		s.maxConns = n
+		s.conns.max = n
 	}
 	eng.SetDispatcher(s.dispatch)
 	return s
@@ -197,7 +196,7 @@ func (s *Server) Stop(ctx context.Context) error {
 }
 
 // Connections is the number of open connections, of every front end.
-func (s *Server) Connections() int64 { return s.conns.Load() }
+func (s *Server) Connections() int64 { return s.conns.open.Load() }
 
 // OnBoot learns the bound address and applies the backlog (gnet listens
 // with the kernel maximum; listen() again on the same socket lowers it).
