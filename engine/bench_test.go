@@ -3,6 +3,7 @@ package engine
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,4 +122,23 @@ func BenchmarkAdminStatus(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkBacklog queues background jobs with no worker: the submit path
+// of a growing queue. Records and their buffers come from slabs, so most
+// submissions allocate nothing.
+func BenchmarkBacklog(b *testing.B) {
+	e := newTestEngine(b, 1, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	r := req(wire.SubmitJobBG, "fn", "", strings.Repeat("x", 64))
+	b.ReportAllocs()
+	b.SetBytes(64)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e.Handle(&tr, c, r)
+		if i%1024 == 0 {
+			c.discardOutput()
+		}
+	}
 }
