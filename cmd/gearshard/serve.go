@@ -63,6 +63,9 @@ type ServeCmd struct {
 	Version           bool          `short:"V" help:"Print the version and exit."`
 	QueueFlags        `embed:""`
 	CPUProfile        string `hidden:"" help:"Write a CPU profile here until shutdown (development)."`
+
+	gcPercent   int // as tuneGC left them, for the ready line
+	memoryLimit int64
 }
 
 // levels maps gearmand's verbosity names onto zerolog levels.
@@ -117,6 +120,7 @@ func (c *ServeCmd) Run(std *stdio) error {
 		return err
 	}
 	defer closeLog()
+	c.gcPercent, c.memoryLimit = tuneGC(os.Getenv)
 	if c.FileDescriptors > 0 {
 		lim := syscall.Rlimit{Cur: uint64(c.FileDescriptors), Max: uint64(c.FileDescriptors)}
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
@@ -302,7 +306,8 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		s.metricsAddr = addr
 	}
 	log.Info().Str("addr", s.net.WaitReady().String()).Int("loops", loops).Int("shards", shards).
-		Int64("max_connections", maxConns).Str("version", Version).Msg("gearshard ready")
+		Int64("max_connections", maxConns).Int("gc_percent", c.gcPercent).Int64("memory_limit", c.memoryLimit).
+		Str("version", Version).Msg("gearshard ready")
 	return s, nil
 }
 

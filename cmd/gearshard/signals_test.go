@@ -35,7 +35,10 @@ type proc struct {
 	cmd      *exec.Cmd
 	addr     string
 	maxConns int64 // the connection budget it reported
-	done     chan error
+	// the collector's settings it reported (memoryLimit -1: none)
+	gcPercent   int
+	memoryLimit int64
+	done        chan error
 }
 
 // startProcess runs the binary on an ephemeral port and reads the bound
@@ -56,6 +59,8 @@ func startProcess(t *testing.T, args ...string) *proc {
 	type readyLine struct {
 		Message, Addr  string
 		MaxConnections int64 `json:"max_connections"`
+		GCPercent      int   `json:"gc_percent"`
+		MemoryLimit    int64 `json:"memory_limit"`
 	}
 	ready := make(chan readyLine, 1)
 	go func() {
@@ -76,6 +81,7 @@ func startProcess(t *testing.T, args ...string) *proc {
 	select {
 	case ev := <-ready:
 		p.addr, p.maxConns = ev.Addr, ev.MaxConnections
+		p.gcPercent, p.memoryLimit = ev.GCPercent, ev.MemoryLimit
 	case err := <-p.done:
 		t.Fatalf("gearshard exited before it was ready: %v", err)
 	case <-time.After(30 * time.Second):
