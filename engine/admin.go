@@ -223,7 +223,7 @@ func (a *Admin) snapshot() []funcStat {
 	for _, s := range a.e.shards {
 		start := len(all)
 		s.mu.Lock()
-		for _, f := range s.byName {
+		for _, f := range s.sortedFunctions() {
 			all = append(all, funcStat{name: f.name, Gauges: f.gauges()})
 		}
 		s.mu.Unlock()

@@ -2,7 +2,10 @@ package engine
 
 import (
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -487,4 +490,65 @@ func TestEpochFarFutureStaysDelayed(t *testing.T) {
 	if len(s.timers) != 5 {
 		t.Fatalf("%d delayed jobs, want 5", len(s.timers))
 	}
+}
+
+// Admin listings stay sorted by name while functions come and go in any
+// order, across the batches in which new names are merged into each
+// shard's sorted list.
+func TestFunctionListingStaysSorted(t *testing.T) {
+	e := newTestEngine(t, 2, nil)
+	a := NewAdmin(e, AdminConfig{})
+	var tr Turn
+	adm := e.NewSession(1, "127.0.0.1", nil)
+	run := func(line string) string {
+		a.Run(&tr, adm, []byte(line))
+		return string(adm.takeOutput())
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	want := map[string]bool{}
+	check := func() {
+		t.Helper()
+		var got []string
+		for _, line := range strings.Split(strings.TrimSuffix(run("status"), ".\n"), "\n") {
+			if line != "" {
+				got = append(got, strings.SplitN(line, "\t", 2)[0])
+			}
+		}
+		ref := slices.Sorted(maps.Keys(want))
+		if !slices.Equal(got, ref) {
+			t.Fatalf("status lists %d names, want %d sorted; first difference at %d", len(got), len(ref), firstDifference(got, ref))
+		}
+	}
+	for i := 0; i < 5000; i++ {
+		switch r := rng.IntN(100); {
+		case r < 85:
+			name := "f" + strconv.Itoa(rng.IntN(20000))
+			if got := run("create function " + name); got != textOK {
+				t.Fatalf("create function %s: %q", name, got)
+			}
+			want[name] = true
+		case r < 95 && len(want) > 0:
+			keys := slices.Sorted(maps.Keys(want))
+			name := keys[rng.IntN(len(keys))]
+			if got := run("drop function " + name); got != textOK {
+				t.Fatalf("drop function %s: %q", name, got)
+			}
+			delete(want, name)
+		default:
+			check()
+		}
+	}
+	check()
+	if st := e.Stats(nil); len(st.Functions) != len(want) {
+		t.Errorf("Stats has %d functions, want %d", len(st.Functions), len(want))
+	}
+}
+
+func firstDifference(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -29,8 +29,12 @@ type shard struct {
 	idx int
 	e   *Engine
 
-	funcs  map[string]*function
-	byName []*function // funcs sorted by name, for admin listings without a sort
+	funcs map[string]*function
+	// byName and newNames hold funcs for admin listings without a sort:
+	// byName sorted by name, newNames those created since it was last
+	// merged (see sortedFunctions).
+	byName   []*function
+	newNames []*function
 	// withUniques are the functions holding jobs by unique key: where
 	// GET_STATUS_UNIQUE looks, however many names workers registered.
 	withUniques map[*function]struct{}
@@ -249,9 +253,49 @@ func (s *shard) function(name []byte, create bool) *function {
 	}
 	fn := &function{name: string(name)}
 	s.funcs[fn.name] = fn
-	i, _ := slices.BinarySearchFunc(s.byName, fn.name, func(f *function, name string) int { return strings.Compare(f.name, name) })
-	s.byName = slices.Insert(s.byName, i, fn)
+	s.newNames = append(s.newNames, fn)
+	if len(s.newNames) > max(minNewNames, len(s.byName)/4) {
+		s.mergeNames()
+	}
 	return fn
+}
+
+// minNewNames is how many new functions wait before they are merged into
+// byName even when no listing asks.
+const minNewNames = 64
+
+// sortedFunctions returns the shard's functions sorted by name. Caller
+// holds s.mu; the slice is valid until the lock is released.
+func (s *shard) sortedFunctions() []*function {
+	s.mergeNames()
+	return s.byName
+}
+
+// mergeNames sorts newNames into byName. Inserting each name into the
+// sorted list would move the whole list per name (a client registering a
+// million names would hold the shard for minutes); merging in batches at
+// least a quarter of the list's size costs a few moves per name.
+func (s *shard) mergeNames() {
+	if len(s.newNames) == 0 {
+		return
+	}
+	byNameOrder := func(a, b *function) int { return strings.Compare(a.name, b.name) }
+	slices.SortFunc(s.newNames, byNameOrder)
+	old, add := len(s.byName), s.newNames
+	s.byName = slices.Grow(s.byName, len(add))[:old+len(add)]
+	// Merge from the back, so nothing in byName is overwritten unread.
+	i, j := old-1, len(add)-1
+	for k := len(s.byName) - 1; j >= 0; k-- {
+		if i >= 0 && s.byName[i].name > add[j].name {
+			s.byName[k] = s.byName[i]
+			i--
+		} else {
+			s.byName[k] = add[j]
+			j--
+		}
+	}
+	clear(s.newNames)
+	s.newNames = s.newNames[:0]
 }
 
 // newJob takes a recycled record or makes one, and gives it the next handle.
@@ -460,6 +504,7 @@ func (s *shard) fire() {
 func (s *shard) dropFunction(f *function) {
 	delete(s.funcs, f.name)
 	delete(s.withUniques, f)
+	s.mergeNames()
 	if i := slices.Index(s.byName, f); i >= 0 {
 		s.byName = slices.Delete(s.byName, i, i+1)
 	}

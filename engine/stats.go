@@ -148,8 +148,9 @@ func (e *Engine) Stats(keep func(name string) bool) Stats {
 		sh := ShardStats{Index: s.idx}
 		s.mu.Lock()
 		sh.Submitted, sh.Finished = s.submitted, s.finished
-		sh.Functions = len(s.byName)
-		for _, f := range s.byName {
+		funcs := s.sortedFunctions()
+		sh.Functions = len(funcs)
+		for _, f := range funcs {
 			fs := FunctionStats{
 				Name: f.name, Shard: s.idx, Gauges: f.gauges(),
 				jobCounters: f.counters, Wait: f.wait.export(), Run: f.run.export(),
