@@ -110,6 +110,7 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	}
 	if m := e.opts.MaxQueueBytes; m > 0 && e.queuedBytes()+int64(len(unique)+len(reducer)+len(data))+jobOverhead > m {
 		s.mu.Unlock()
+		e.collectSlabs()
 		t.sendError(sess, "QUEUE_ERROR", "Server queue memory is full (--max-queue-bytes)")
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,8 @@ type Engine struct {
 
 	started time.Time // origin of the job timings' clock
 	debug   bool      // the log takes per-job debug lines
+
+	lastCollect atomic.Int64 // unix nanoseconds of the last collection asked for by collectSlabs
 }
 
 // MaxUnique is gearmand's limit on a unique key.
@@ -212,8 +215,20 @@ func (e *Engine) RunningJobs() int {
 }
 
 // jobOverhead approximates a job's memory beyond its bytes (record, table
-// slot), so that --max-queue-bytes bounds memory, not just workloads.
+// slot), so that --max-queue-bytes bounds memory, not just workloads. The
+// record's part is charged by the slab it comes from (see charge).
 const jobOverhead = 256
+
+// collectSlabs asks for a collection, at most every 10 s, when memory
+// refuses a submission: slabs emptied by finished jobs stay charged until
+// the collector finds them, and a server making little garbage may not
+// collect for the runtime's two minutes.
+func (e *Engine) collectSlabs() {
+	now, last := time.Now().UnixNano(), e.lastCollect.Load()
+	if now-last >= int64(10*time.Second) && e.lastCollect.CompareAndSwap(last, now) {
+		go runtime.GC()
+	}
+}
 
 // queuedBytes sums the shards' job memory; each shard keeps its own count
 // so that the hot path touches no shared cache line.

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -413,7 +414,7 @@ func TestAdminAccessControl(t *testing.T) {
 // --max-queue-bytes refuses new jobs once the jobs held reach the bound,
 // and takes them again when jobs finish.
 func TestMaxQueueBytes(t *testing.T) {
-	e := newTestEngine(t, 2, func(o *Options) { o.MaxQueueBytes = 10 * (jobOverhead + 1000) })
+	e := newTestEngine(t, 2, nil)
 	var tr Turn
 	c := e.NewSession(1, "127.0.0.1", nil)
 	data := strings.Repeat("x", 1000)
@@ -421,6 +422,8 @@ func TestMaxQueueBytes(t *testing.T) {
 		e.Handle(&tr, c, req(wire.SubmitJobBG, "f"+strconv.Itoa(i), "", data))
 		expectOne(t, c, wire.JobCreated)
 	}
+	// The bound leaves room for less than one more such job.
+	e.opts.MaxQueueBytes = e.queuedBytes() + jobOverhead + int64(len(data)) - 1
 	e.Handle(&tr, c, req(wire.SubmitJobBG, "f0", "", data))
 	if p := expectOne(t, c, wire.Error); string(p.Field[0]) != "QUEUE_ERROR" {
 		t.Fatalf("over the bound: %s", p.String())
@@ -551,4 +554,61 @@ func firstDifference(a, b []string) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// A job's record and buffer come from slabs, and a slab stays while any of
+// its jobs does: --max-queue-bytes must count what held jobs really pin
+// (a worker keeping one job in 32), and give slabs back once they are free.
+func TestJobMemoryChargedBySlab(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	w := e.NewSession(2, "127.0.0.1", nil)
+	const slabs = 64
+	data := strings.Repeat("x", 64) // carved from buffer slabs
+	for i := 0; i < slabs*jobSlab; i++ {
+		e.Handle(&tr, c, req(wire.SubmitJobBG, "f", "", data))
+	}
+	c.discardOutput()
+	e.Handle(&tr, w, req(wire.CanDo, "f"))
+	var held [][]byte
+	for i := 0; i < slabs*jobSlab; i++ {
+		e.Handle(&tr, w, req(wire.GrabJob))
+		h := expectOne(t, w, wire.JobAssign).Field[0]
+		if i%jobSlab == 0 {
+			held = append(held, h)
+			continue
+		}
+		e.Handle(&tr, w, req(wire.WorkComplete, string(h), ""))
+		w.discardOutput()
+	}
+	collect := func(until func(int64) bool) int64 {
+		t.Helper()
+		for i := 0; i < 100; i++ {
+			runtime.GC()
+			if n := e.queuedBytes(); until(n) {
+				return n
+			}
+			time.Sleep(time.Millisecond) // the cleanups run on their own goroutine
+		}
+		t.Fatalf("job memory charged: %d bytes after 100 collections", e.queuedBytes())
+		return 0
+	}
+	pinned := int64(slabs) * jobSlabBytes
+	if n := collect(func(int64) bool { return true }); n < pinned {
+		t.Fatalf("%d held jobs, one per slab, are charged %d bytes; their slabs hold %d", len(held), n, pinned)
+	}
+	for _, h := range held {
+		e.Handle(&tr, w, req(wire.WorkComplete, string(h), ""))
+	}
+	// Now only the recycled records (the first maxRecycled freed, with
+	// their buffers: one record in jobSlab was held, so they span
+	// maxRecycled/(jobSlab-1) slabs) and the shard's current slabs may
+	// keep memory.
+	perBufSlab := bufSlab / len(data)
+	kept := (maxRecycled/(jobSlab-1)+2)*jobSlabBytes + int64(maxRecycled/(perBufSlab-2)+2)*bufSlab
+	if kept >= pinned {
+		t.Fatalf("test too small: %d bytes may stay of %d", kept, pinned)
+	}
+	collect(func(n int64) bool { return n <= kept })
 }

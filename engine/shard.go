@@ -2,11 +2,13 @@ package engine
 
 import (
 	"container/heap"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Priority of a job; the values are gearmand's (and its queue tables').
@@ -307,6 +309,7 @@ func (s *shard) newJob(fn *function, unique, reducer, data, stored []byte) *Job 
 	} else {
 		if len(s.slab) == 0 {
 			s.slab = make([]Job, jobSlab)
+			charge(s, &s.slab[0], jobSlabBytes)
 		}
 		j = &s.slab[0]
 		s.slab = s.slab[1:]
@@ -329,7 +332,7 @@ func (s *shard) newJob(fn *function, unique, reducer, data, stored []byte) *Job 
 	s.nextID += uint64(len(s.e.shards))
 	s.jobs.add(s.seq(j.id), j)
 	fn.total++
-	s.bytes.Add(int64(len(buf)) + jobOverhead)
+	s.bytes.Add(jobCharge(buf))
 	return j
 }
 
@@ -340,6 +343,7 @@ func (s *shard) carve(size int) []byte {
 	}
 	if len(s.bufSlab) < size {
 		s.bufSlab = make([]byte, bufSlab)
+		charge(s, &s.bufSlab[0], int64(bufSlab))
 	}
 	buf := s.bufSlab[:0:size]
 	s.bufSlab = s.bufSlab[size:]
@@ -350,6 +354,41 @@ const (
 	bufSlab   = 4096
 	maxCarved = 512
 )
+
+// Job memory is charged to s.bytes as it is allocated: a slab when it is
+// made, given back when the collector finds none of it in use. A slab
+// outlives its jobs while one of them is held (a worker may keep one job in
+// 32 for ever), so charging jobs rather than slabs would let
+// --max-queue-bytes admit many times the memory it names. Per job, only
+// what no slab holds: jobCharge.
+func charge[T any](s *shard, slab *T, n int64) {
+	s.bytes.Add(n)
+	runtime.AddCleanup(slab, slabCharge.release, slabCharge{&s.bytes, n})
+}
+
+type slabCharge struct {
+	to *atomic.Int64
+	n  int64
+}
+
+func (c slabCharge) release() { c.to.Add(-c.n) }
+
+const (
+	jobRecord    = int64(unsafe.Sizeof(Job{}))
+	jobSlabBytes = jobSlab * jobRecord
+	// jobOverhead must cover a record: a compile error here says it no longer does.
+	_ = uint64(jobOverhead - jobRecord)
+)
+
+// jobCharge is a job's memory outside the slabs: its table slot and
+// bookkeeping, and a buffer too large to carve from one.
+func jobCharge(buf []byte) int64 {
+	n := jobOverhead - jobRecord
+	if cap(buf) > maxCarved {
+		n += int64(len(buf))
+	}
+	return n
+}
 
 // jobSlab is how many fresh records one allocation makes. A backlog
 // allocates a record per submission, and one allocation per 32 takes the
@@ -373,7 +412,7 @@ func (s *shard) freeJob(j *Job) {
 	}
 	s.jobs.remove(s.seq(j.id))
 	j.fn.total--
-	s.bytes.Add(-int64(len(j.buf)) - jobOverhead)
+	s.bytes.Add(-jobCharge(j.buf))
 	if j.state == stateDelayed {
 		j.fn.delayed[j.pri]--
 	}
