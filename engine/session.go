@@ -68,10 +68,15 @@ type outbox struct {
 	closed  bool
 	limit   int
 	over    bool // output exceeded limit: the connection must be cut off
+	// overBudget: over because the buffer budget refused its growth.
+	overBudget bool
 	// downstream is what the network layer holds for the socket beyond
 	// buf (written out of buf, not yet taken by the kernel): it counts
 	// against limit too.
 	downstream atomic.Int64
+	// acct charges what buf and downstream hold beyond BufferAllowance to
+	// the server's BufferBudget (unbound: nothing is counted).
+	acct BufferAccount
 	// gates hold back output from a JOB_CREATED whose job is not yet
 	// durable: nothing from gates[0].pos on is written until it is
 	// released, so the connection's replies stay in order.
@@ -223,6 +228,12 @@ func (s *Session) WriteOutput(write func(p []byte) int) (remaining, over bool) {
 	if rest == 0 && cap(o.buf) > maxSpare {
 		o.buf = nil // one large reply must not pin its memory for the connection's life
 	}
+	if o.acct.counted != 0 {
+		// What was written is given back; what write handed on to the
+		// network layer was added to downstream (HandOff), so it stays
+		// counted. Never an increase, so it never fails.
+		o.acct.Set(len(o.buf) + int(o.downstream.Load()))
+	}
 	return rest > 0 && (len(o.gates) == 0 || o.gates[0].pos > 0), o.over
 }
 
@@ -230,12 +241,39 @@ func (s *Session) WriteOutput(write func(p []byte) int) (remaining, over bool) {
 // writer; past it the connection is cut off (see WriteOutput).
 func (s *Session) SetOutputLimit(n int) { s.out.limit = n }
 
+// SetBufferBudget makes the output beyond BufferAllowance count toward b,
+// shared with other connections: an increase that would take b past its
+// maximum cuts this connection off as its output limit would. Before the
+// session is used; nil counts nothing.
+func (s *Session) SetBufferBudget(b *BufferBudget) { s.out.acct.Bind(b) }
+
+// OutputCounted is what the output holds against the buffer budget now.
+func (s *Session) OutputCounted() int64 {
+	s.out.mu.Lock()
+	defer s.out.mu.Unlock()
+	return s.out.acct.Counted()
+}
+
+// HandOff records, from inside WriteOutput's write, that n of the bytes
+// write takes stay held by the network layer (they count as downstream
+// until SetDownstream says otherwise): moving bytes from the outbox to the
+// network layer's buffer neither gives back nor charges budget.
+func (s *Session) HandOff(n int) { s.out.downstream.Add(int64(n)) }
+
 // OutputOver reports whether the output outgrew its limit: the connection
 // is to be cut off, and nothing more it asked for should be run.
 func (s *Session) OutputOver() bool {
 	s.out.mu.Lock()
 	defer s.out.mu.Unlock()
 	return s.out.over
+}
+
+// OverBudget reports whether the output is over because the buffer
+// budget refused it (not its own limit).
+func (s *Session) OverBudget() bool {
+	s.out.mu.Lock()
+	defer s.out.mu.Unlock()
+	return s.out.overBudget
 }
 
 // SetDownstream records the bytes the network layer holds for the socket
@@ -254,9 +292,23 @@ func (s *Session) SetDownstream(n int) (over bool) {
 }
 
 // checkLimit marks the outbox over its limit when what waits in it and
-// downstream of it is more than the limit allows. Caller holds o.mu.
+// downstream of it is more than the limit allows, or when charging it to
+// the buffer budget would take the budget past its maximum (this
+// connection's growth is what crosses the line, so it is the one cut off).
+// Caller holds o.mu.
 func (o *outbox) checkLimit() {
-	if o.limit > 0 && len(o.buf)+int(o.downstream.Load()) > o.limit {
+	if o.closed {
+		return // Disconnect gave everything back; late reports change nothing
+	}
+	held := len(o.buf) + int(o.downstream.Load())
+	if o.limit > 0 && held > o.limit {
 		o.over = true
+	}
+	// Under the allowance, as nearly always, Set is one comparison. Once
+	// over, increases are refused without counting another cut-off; the
+	// connection is on its way out and gives all back when it closes.
+	if !o.acct.Set(held) && !o.over {
+		o.over, o.overBudget = true, true
+		o.acct.Cutoff()
 	}
 }

@@ -370,6 +370,7 @@ func (e *Engine) Disconnect(t *Turn, sess *Session) {
 	sess.out.mu.Lock()
 	sess.out.closed = true
 	sess.out.buf = nil
+	sess.out.acct.Set(0) // the buffer budget gets back all it counted
 	sess.out.mu.Unlock()
 	for _, s := range e.shards {
 		s.mu.Lock()

@@ -31,6 +31,11 @@ type Options struct {
 	MaxPacket int    // payload limit of one binary packet
 	MaxOutput int    // bytes that may wait for a slow reader before it is cut off
 	MaxConns  int64  // connections of all front ends together; 0 = ConnectionBudget
+	// MaxBuffered bounds what the Gearman port's connections (gnet and
+	// TLS) hold in buffers together — output waiting for slow readers,
+	// packets still arriving — beyond engine.BufferAllowance each; the
+	// connection whose growth would pass it is cut off. 0 = no bound.
+	MaxBuffered int64
 
 	KeepAlive         bool
 	KeepAliveIdle     time.Duration
@@ -62,7 +67,9 @@ type Server struct {
 
 	conns         connBudget // every front end's connections (limit.go)
 	refused       atomic.Uint64
-	refusedLogged atomic.Int64 // unix nanoseconds of the last refusal logged
+	refusedLogged atomic.Int64         // unix nanoseconds of the last refusal logged
+	budget        *engine.BufferBudget // nil: no --max-buffered-bytes
+	cutoffLogged  atomic.Int64         // unix nanoseconds of the last budget cut-off logged
 	draining      atomic.Bool
 	stopped       atomic.Bool // Stop was called: the loops ending is no failure
 	httpOpts      HTTPOptions // set before the HTTP front end serves
@@ -104,6 +111,10 @@ type conn struct {
 	// session's outbox lock; cleared by the owner loop once gnet is done.
 	viaGnet atomic.Bool
 	handoff []byte // owner-loop scratch for bytes handed to gnet
+
+	in       engine.BufferAccount // input gnet holds, against the buffer budget
+	budgeted bool                 // the server has a buffer budget
+	drain    *time.Timer          // looks again at output counted while gnet holds it
 }
 
 // New prepares a server; Serve starts it.
@@ -120,6 +131,7 @@ func New(eng *engine.Engine, adm *engine.Admin, opts Options) *Server {
 		done:  make(chan error, 1),
 		loops: make(map[gnet.EventLoop]*loop),
 	}
+	s.budget = engine.NewBufferBudget(opts.MaxBuffered, s.budgetCutoff)
 	s.conns.max = opts.MaxConns
 	if s.conns.max <= 0 {
 		n, err := ConnectionBudget(opts.Loops, opts.Backlog)
@@ -261,6 +273,9 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	cn.sess = s.eng.NewSession(c.Fd(), ip, cn)
 	cn.sess.SetOutputLimit(s.opts.MaxOutput)
+	cn.sess.SetBufferBudget(s.budget)
+	cn.in.Bind(s.budget)
+	cn.budgeted = s.budget != nil
 	c.SetContext(cn)
 	s.log.Info().Str("peer", ip).Int("fd", c.Fd()).Uint64("conn", cn.sess.ID).Msg("connection opened")
 	return nil, gnet.None
@@ -275,7 +290,11 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	}
 	cn.closed = true
 	l := cn.loop
-	s.eng.Disconnect(&l.turn, cn.sess)
+	s.eng.Disconnect(&l.turn, cn.sess) // gives back its output's budget
+	cn.in.Set(0)                       // and its input's
+	if cn.drain != nil {
+		cn.drain.Stop()
+	}
 	s.flush(l)
 	s.release()
 	ev := s.log.Info()
@@ -291,16 +310,31 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	cn := c.Context().(*conn)
 	if cn.need > 0 && c.InboundBuffered() < cn.need {
-		return gnet.None // a large packet is still arriving: don't re-peek it
+		// A large packet is still arriving: don't re-peek it, but what
+		// gnet holds of it counts toward the buffer budget.
+		if !cn.in.Set(c.InboundBuffered()) {
+			s.cutInput(&cn.loop.turn, cn.sess, &cn.in)
+			s.flush(cn.loop)
+			return gnet.Close
+		}
+		return gnet.None
 	}
 	buf, _ := c.Peek(-1)
 	l := cn.loop
 	l.busy.Store(true)
 	defer l.busy.Store(false)
+	// The input about to be run is given back first: its bytes leave
+	// gnet's buffer as its replies (an ECHO_RES, a JOB_ASSIGN) are queued,
+	// and must not count twice meanwhile. What is left is charged again.
+	cn.in.Set(0)
 	in := s.handleInput(&l.turn, cn.sess, buf, framesPerTurn)
 	cn.need = in.need
 	if in.used > 0 {
 		_, _ = c.Discard(in.used) // gnet's Discard(0) would drop everything buffered
+	}
+	if !in.closeConn && !cn.in.Set(c.InboundBuffered()) {
+		s.cutInput(&l.turn, cn.sess, &cn.in)
+		in.closeConn = true
 	}
 	s.flush(l)
 	if in.closeConn {
@@ -408,6 +442,9 @@ func (cn *conn) flush(onOwner bool) {
 		cn.loop.post(cn.sess)
 		return
 	}
+	if onOwner && cn.closed {
+		return // a post or a drain check that came after OnClose
+	}
 	if onOwner && cn.viaGnet.Load() && cn.c.OutboundBuffered() == 0 {
 		cn.viaGnet.Store(false) // gnet has written what it held
 	}
@@ -428,6 +465,7 @@ func (cn *conn) flush(onOwner bool) {
 		// Set before the lock is released, so nobody writes past gnet.
 		cn.viaGnet.Store(true)
 		handoff = append(handoff, p[n:]...)
+		cn.sess.HandOff(len(p) - n) // still held: counted as gnet's from now on
 		return len(p)
 	})
 	if len(handoff) > 0 {
@@ -444,16 +482,41 @@ func (cn *conn) flush(onOwner bool) {
 	if onOwner {
 		// What gnet holds for a reader that does not read counts against
 		// the output limit as much as what waits in the outbox.
-		over = cn.sess.SetDownstream(cn.c.OutboundBuffered()) || over
+		held := cn.c.OutboundBuffered()
+		over = cn.sess.SetDownstream(held) || over
+		if held > 0 && !over && cn.budgeted && cn.sess.OutputCounted() > 0 {
+			cn.checkDrain()
+		}
 	}
 	if over {
-		cn.loop.log.Warn().Str("peer", cn.sess.Addr).Int("fd", cn.fd).Msg("output limit exceeded, cutting off slow reader")
+		if cn.sess.OverBudget() {
+			// Logged once a second for all (budgetCutoff).
+			cn.loop.log.Info().Str("peer", cn.sess.Addr).Int("fd", cn.fd).Msg("buffer budget exceeded, cutting off slow reader")
+		} else {
+			cn.loop.log.Warn().Str("peer", cn.sess.Addr).Int("fd", cn.fd).Msg("output limit exceeded, cutting off slow reader")
+		}
 		_ = cn.c.Close()
 		return
 	}
 	if remaining && !onOwner {
 		cn.loop.post(cn.sess)
 	}
+}
+
+// drainCheck is how soon a connection whose output gnet holds, counted
+// against the buffer budget, is flushed again: gnet says nothing when it
+// has written it, and the budget must get those bytes back.
+const drainCheck = 50 * time.Millisecond
+
+// checkDrain arranges an owner flush after drainCheck, which measures
+// what gnet still holds (and arranges another while it holds some).
+// Event-loop only.
+func (cn *conn) checkDrain() {
+	if cn.drain == nil {
+		cn.drain = time.AfterFunc(drainCheck, func() { cn.loop.post(cn.sess) })
+		return
+	}
+	cn.drain.Reset(drainCheck)
 }
 
 // writeSocket writes what the non-blocking socket takes now. A broken

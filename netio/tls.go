@@ -82,6 +82,12 @@ func (tc *tlsConn) writeAll() bool {
 		tc.buf = tc.buf[:0]
 		_, over := tc.sess.WriteOutput(func(p []byte) int {
 			tc.buf = append(tc.buf, p...)
+			if len(p) > engine.BufferAllowance {
+				// The copy is held until written: it counts against the
+				// output limit and the buffer budget, as what gnet
+				// holds does for its connections.
+				tc.sess.HandOff(len(p))
+			}
 			return len(p)
 		})
 		if over {
@@ -90,7 +96,9 @@ func (tc *tlsConn) writeAll() bool {
 		if len(tc.buf) == 0 {
 			return true
 		}
-		if _, err := tc.c.Write(tc.buf); err != nil {
+		_, err := tc.c.Write(tc.buf)
+		tc.sess.SetDownstream(0) // written (or failed): given back
+		if err != nil {
 			return false
 		}
 		if cap(tc.buf) > 1<<20 {
@@ -181,6 +189,10 @@ func (s *Server) serveTLSConn(c *tls.Conn) {
 	tc := &tlsConn{c: c, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
 	tc.sess = s.eng.NewSession(-1, ip, tc)
 	tc.sess.SetOutputLimit(s.opts.MaxOutput)
+	tc.sess.SetBufferBudget(s.budget)
+	var inAcct engine.BufferAccount // what in holds, against the buffer budget
+	inAcct.Bind(s.budget)
+	defer inAcct.Set(0)
 	go tc.writer()
 	var t engine.Turn
 	defer func() {
@@ -195,15 +207,38 @@ func (s *Server) serveTLSConn(c *tls.Conn) {
 	}()
 	in := make([]byte, 0, 64<<10)
 	read := make([]byte, 64<<10)
+	need := 0 // length of the packet still arriving, once its header is in
+	cut := func() {
+		s.cutInput(&t, tc.sess, &inAcct)
+		s.dispatch(&t) // the deferred writeAll sends the ERROR before the close
+		t.Reset()
+	}
 	for {
 		n, err := c.Read(read)
 		in = append(in, read[:n]...)
+		if err == nil && len(in) < need {
+			// A large packet is still arriving: count it, don't decode it.
+			if !inAcct.Set(len(in)) {
+				cut()
+				return
+			}
+			continue
+		}
+		inAcct.Set(0) // as for gnet's connections (OnTraffic): not counted twice while it runs
 		r := s.handleInput(&t, tc.sess, in, math.MaxInt)
+		need = r.need
 		s.dispatch(&t)
 		t.Reset()
 		in = in[:copy(in, in[r.used:])]
 		if r.closeConn || err != nil {
 			return
+		}
+		if !inAcct.Set(len(in)) {
+			cut()
+			return
+		}
+		if len(in) == 0 && cap(in) > 1<<20 {
+			in = make([]byte, 0, 64<<10) // a large packet must not pin its buffer for the connection's life
 		}
 	}
 }

@@ -61,6 +61,8 @@ func TestCLIRun(t *testing.T) {
 		{args: "-r gopher", code: 2, stderr: "gearshard: --protocol \"gopher\": only http is available\n"},
 		{args: "-r http --http-port 70000", code: 2, stderr: "gearshard: --http-port 70000: must be 0..65535\n"},
 		{args: "--max-packet-size 10", code: 2, stderr: "gearshard: --max-packet-size 10: must be at least 1024\n"},
+		{args: "--max-buffered-bytes 1000", code: 2, stderr: "gearshard: --max-buffered-bytes 1000: must be at least --max-packet-size (67108864), or 0 for no limit\n"},
+		{args: "--max-packet-size 4096 --max-output-bytes 4096 --max-buffered-bytes 4095", code: 2, stderr: "gearshard: --max-buffered-bytes 4095: must be at least --max-packet-size (4096), or 0 for no limit\n"},
 		{args: "--metrics-max-functions 0", code: 2, stderr: "gearshard: --metrics-max-functions 0: must be at least 1\n"},
 		{args: "--metrics-listen 127.0.0.1:99999", code: 1, stderr: "gearshard: metrics and dashboard: listen tcp: address 99999: invalid port\n"},
 
@@ -108,7 +110,7 @@ func TestCLIFlagNames(t *testing.T) {
 			RedisServer: "127.0.0.1", RedisPort: 6379, RedisPrefix: "_gear_"},
 		KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
 		HashtableBuckets: 991, MaxPacketSize: 64 << 20, MaxOutputBytes: 128 << 20,
-		MaxQueueBytes: -1, HTTPPort: 8080, SSLCertificate: "/etc/ssl/certs/gearmand.pem", SSLKey: "/etc/ssl/certs/gearmand.key", HTTPMaxBody: 16 << 20, HTTPMaxHeader: 16 << 10, HTTPReadTimeout: 30 * time.Second,
+		MaxQueueBytes: -1, MaxBufferedBytes: -1, HTTPPort: 8080, SSLCertificate: "/etc/ssl/certs/gearmand.pem", SSLKey: "/etc/ssl/certs/gearmand.key", HTTPMaxBody: 16 << 20, HTTPMaxHeader: 16 << 10, HTTPReadTimeout: 30 * time.Second,
 		MetricsMaxFuncs: 1000,
 	}
 	if !equalServe(def, want) {
@@ -131,6 +133,36 @@ func TestCLIFlagNames(t *testing.T) {
 	}
 	if p := parseServe(t, "-p", "5000").Port; p != 5000 {
 		t.Errorf("GEARMAND_PORT=4999 -p 5000: port %d", p)
+	}
+}
+
+// TestCLIMaxBufferedBytes resolves --max-buffered-bytes: a quarter of the
+// machine's memory by default, 0 for no budget, a value as given; one
+// below --max-packet-size is refused (TestCLIRun), one equal to it not.
+func TestCLIMaxBufferedBytes(t *testing.T) {
+	quarter := memTotal(t) / 4 // /proc/meminfo, not the sysinfo call the flag uses
+	for _, c := range []struct {
+		args []string
+		want int64
+	}{
+		{nil, quarter},
+		{[]string{"--max-buffered-bytes=-1"}, quarter},
+		{[]string{"--max-buffered-bytes", "0"}, 0},
+		{[]string{"--max-buffered-bytes", "67108864"}, 64 << 20},
+		{[]string{"--max-buffered-bytes", "1073741824"}, 1 << 30},
+	} {
+		cmd := parseServe(t, c.args...)
+		if err := cmd.validate(); err != nil {
+			t.Errorf("%q: %v", c.args, err)
+		}
+		if got := cmd.maxBufferedBytes(); got != c.want {
+			t.Errorf("%q: max buffered bytes %d, want %d", c.args, got, c.want)
+		}
+	}
+	// The queue limit shares the helper: half, where this is a quarter.
+	def := parseServe(t)
+	if got := def.maxQueueBytes(); got != memTotal(t)/2 {
+		t.Errorf("max queue bytes %d, want %d", got, memTotal(t)/2)
 	}
 }
 
@@ -265,4 +297,25 @@ func TestCLIRunErrors(t *testing.T) {
 			t.Errorf("run(%q) = %d, stdout %q, stderr %q; want 1, stderr %q", c.args, code, stdout.String(), stderr.String(), c.stderr)
 		}
 	}
+}
+
+// memTotal is MemTotal from /proc/meminfo in bytes: the machine's memory
+// as the tests read it, apart from the server's own way.
+func memTotal(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "MemTotal:" && f[2] == "kB" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no MemTotal in /proc/meminfo")
+	return 0
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"os"
 	"runtime/debug"
@@ -42,30 +41,11 @@ func tuneGC(getenv func(string) string) (percent int, limit int64) {
 // the cgroup's limit, or the machine's. Near it the collector runs sooner,
 // so GOGC's headroom never takes the machine; 0 when neither is known.
 func defaultMemoryLimit() int64 {
-	avail := memTotal()
+	avail := physicalMemory()
 	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
 		if n, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64); err == nil && (avail == 0 || n < avail) {
 			avail = n
 		}
 	}
 	return avail / 4 * 3
-}
-
-// memTotal is MemTotal from /proc/meminfo in bytes, or 0.
-func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := bytes.Fields(sc.Bytes())
-		if len(fields) == 3 && string(fields[0]) == "MemTotal:" && string(fields[2]) == "kB" {
-			if kb, err := strconv.ParseInt(string(fields[1]), 10, 64); err == nil {
-				return kb << 10
-			}
-		}
-	}
-	return 0
 }

@@ -11,7 +11,7 @@ func TestGCDefaultsYieldToEnvironment(t *testing.T) {
 	if p.gcPercent != defaultGCPercent {
 		t.Errorf("gc_percent = %d, want the default %d", p.gcPercent, defaultGCPercent)
 	}
-	if total := memTotal(); p.memoryLimit <= 0 || p.memoryLimit > total {
+	if total := physicalMemory(); p.memoryLimit <= 0 || p.memoryLimit > total {
 		t.Errorf("memory_limit = %d, want a limit within the machine's %d bytes", p.memoryLimit, total)
 	}
 

@@ -53,6 +53,7 @@ type ServeCmd struct {
 	MaxPacketSize     int           `default:"67108864" help:"Largest packet payload accepted, in bytes."`
 	MaxOutputBytes    int           `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
 	MaxQueueBytes     int64         `name:"max-queue-bytes" default:"-1" help:"Memory jobs may hold before new submissions are refused; -1 = half of physical memory, 0 = no limit."`
+	MaxBufferedBytes  int64         `name:"max-buffered-bytes" default:"-1" help:"What all connections together may hold in buffers (output for slow readers, packets still arriving) beyond 64 KiB each before the one that grows past it is cut off; -1 = a quarter of physical memory, 0 = no limit."`
 	SSL               bool          `name:"ssl" help:"Serve the Gearman port over TLS only."`
 	SSLCAFile         string        `name:"ssl-ca-file" env:"GEARMAND_CA_CERTIFICATE" help:"CA certificates (PEM); when given, clients must present a certificate signed by one."`
 	SSLCertificate    string        `name:"ssl-certificate" env:"GEARMAND_SERVER_PEM" default:"/etc/ssl/certs/gearmand.pem" help:"Server certificate (PEM)."`
@@ -93,6 +94,8 @@ func (c *ServeCmd) validate() error {
 		return usagef("--max-packet-size %d: must be at least 1024", c.MaxPacketSize)
 	case c.MaxOutputBytes < c.MaxPacketSize:
 		return usagef("--max-output-bytes must be at least --max-packet-size")
+	case c.MaxBufferedBytes > 0 && c.MaxBufferedBytes < int64(c.MaxPacketSize):
+		return usagef("--max-buffered-bytes %d: must be at least --max-packet-size (%d), or 0 for no limit", c.MaxBufferedBytes, c.MaxPacketSize)
 	}
 	for _, p := range c.Protocol {
 		if !strings.EqualFold(p, "http") {
@@ -237,6 +240,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		}
 		return time.Duration(sec) * time.Second
 	}
+	maxBuffered := c.maxBufferedBytes()
 	maxConns, err := netio.ConnectionBudget(loops, c.Backlog)
 	if err != nil {
 		eng.Close()
@@ -251,6 +255,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		MaxPacket:         c.MaxPacketSize,
 		MaxOutput:         c.MaxOutputBytes,
 		MaxConns:          maxConns,
+		MaxBuffered:       maxBuffered,
 		KeepAlive:         c.Keepalive,
 		KeepAliveIdle:     keep(c.KeepaliveIdle),
 		KeepAliveInterval: keep(c.KeepaliveInterval),
@@ -296,7 +301,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		s.httpAddr = addr
 	}
 	if c.MetricsListen != "" {
-		mon := monitor.New(eng, monitor.Options{Version: Version, MaxFunctions: c.MetricsMaxFuncs, Refused: s.net.Refused})
+		mon := monitor.New(eng, monitor.Options{Version: Version, MaxFunctions: c.MetricsMaxFuncs, Refused: s.net.Refused, BufferCutoffs: s.net.BufferCutoffs})
 		addr, err := s.serveExtra("metrics and dashboard", c.MetricsListen, func(ctx context.Context, l net.Listener) error {
 			return mon.Serve(ctx, netio.LimitConns(l, netio.MetricsConns))
 		})
@@ -306,7 +311,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		s.metricsAddr = addr
 	}
 	log.Info().Str("addr", s.net.WaitReady().String()).Int("loops", loops).Int("shards", shards).
-		Int64("max_connections", maxConns).Int("gc_percent", c.gcPercent).Int64("memory_limit", c.memoryLimit).
+		Int64("max_connections", maxConns).Int64("max_buffered_bytes", maxBuffered).Int("gc_percent", c.gcPercent).Int64("memory_limit", c.memoryLimit).
 		Str("version", Version).Msg("gearshard ready")
 	return s, nil
 }
@@ -458,13 +463,35 @@ func parseNets(specs []string) ([]*net.IPNet, error) {
 // maxQueueBytes resolves --max-queue-bytes: by default half of the
 // machine's memory, so a flood of submissions meets an ERROR, not the
 // out-of-memory killer.
-func (c *ServeCmd) maxQueueBytes() int64 {
-	if c.MaxQueueBytes >= 0 {
-		return c.MaxQueueBytes
+func (c *ServeCmd) maxQueueBytes() int64 { return memoryShare(c.MaxQueueBytes, 2) }
+
+// maxBufferedBytes resolves --max-buffered-bytes: by default a quarter of
+// the machine's memory (never less than one largest packet, which must be
+// able to arrive), so a few hundred slow readers or slow senders meet a
+// cut-off, not the out-of-memory killer.
+func (c *ServeCmd) maxBufferedBytes() int64 {
+	n := memoryShare(c.MaxBufferedBytes, 4)
+	if c.MaxBufferedBytes < 0 && n > 0 {
+		n = max(n, int64(c.MaxPacketSize))
 	}
+	return n
+}
+
+// memoryShare resolves a memory limit flag: a value of 0 or more is taken
+// as given (0 = no limit); a negative one means the machine's physical
+// memory divided by div (0, no limit, when it cannot be read).
+func memoryShare(flag, div int64) int64 {
+	if flag >= 0 {
+		return flag
+	}
+	return physicalMemory() / div
+}
+
+// physicalMemory is the machine's RAM in bytes, or 0 when it cannot be read.
+func physicalMemory() int64 {
 	var si syscall.Sysinfo_t
 	if err := syscall.Sysinfo(&si); err != nil {
 		return 0
 	}
-	return int64(si.Totalram) * int64(si.Unit) / 2
+	return int64(si.Totalram) * int64(si.Unit)
 }

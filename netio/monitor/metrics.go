@@ -40,6 +40,7 @@ var (
 	descConnections     = desc("connections", "Open connections by what they have done: worker (CAN_DO), client (submitted), admin (text commands), idle.", "kind")
 	descConnectionsSeen = desc("connections_accepted_total", "Connections accepted since start (binary, admin and HTTP requests).")
 	descRefused         = desc("connections_refused_total", "Connections closed at once because the connection limit (from the file-descriptor limit, -f) was reached.")
+	descBufferCutoffs   = desc("buffer_budget_cutoffs_total", "Connections cut off because what all connections hold in buffers reached --max-buffered-bytes.")
 	descBuild           = desc("build_info", "Always 1; the version is a label.", "version")
 )
 
@@ -53,7 +54,7 @@ func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descJobs, descQueued, descRunning, descWorkers,
 		descSubmitted, descCoalesced, descCompleted, descFailed, descExceptions, descRetried, descWait, descRun,
 		descFolded, descShardSubmitted, descShardFinished, descShardQueued, descShardRunning, descShardFunctions,
-		descConnections, descConnectionsSeen, descRefused, descBuild} {
+		descConnections, descConnectionsSeen, descRefused, descBufferCutoffs, descBuild} {
 		ch <- d
 	}
 }
@@ -99,6 +100,9 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descConnectionsSeen, cs.Accepted)
 	if c.opts.Refused != nil {
 		counter(descRefused, c.opts.Refused())
+	}
+	if c.opts.BufferCutoffs != nil {
+		counter(descBufferCutoffs, c.opts.BufferCutoffs())
 	}
 	gauge(descBuild, 1, c.opts.Version)
 }

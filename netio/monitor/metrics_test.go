@@ -242,6 +242,24 @@ func TestMetricsCountRefusedConnections(t *testing.T) {
 	}
 }
 
+// Connections cut off for the buffer budget are counted.
+func TestMetricsCountBufferCutoffs(t *testing.T) {
+	srv := gstest.Start(t, func(c *gstest.Config) { c.Net.MaxBuffered, c.Net.MaxPacket = 1<<20, 4<<20 })
+	web, _ := startMonitor(t, srv.Engine, monitor.Options{BufferCutoffs: srv.Net.BufferCutoffs})
+	if v, ok := value(scrape(t, web), "gearshard_buffer_budget_cutoffs_total"); !ok || v != 0 {
+		t.Fatalf("gearshard_buffer_budget_cutoffs_total = %v (present %v), want 0", v, ok)
+	}
+	hog := gstest.Dial(t, srv.Addr)
+	// A header announcing 3 MiB, then 2 MiB of it: past the 1 MiB budget.
+	hdr := wire.AppendRequest(nil, wire.EchoReq, make([]byte, 3<<20))
+	go func() { _, _ = hog.Raw().Write(hdr[:2<<20]) }()
+	hog.TO = 10 * time.Second
+	hog.ExpectClosed()
+	if v, ok := value(scrape(t, web), "gearshard_buffer_budget_cutoffs_total"); !ok || v != 1 {
+		t.Fatalf("gearshard_buffer_budget_cutoffs_total = %v (present %v), want 1", v, ok)
+	}
+}
+
 // The dashboard's JSON says the same as the metrics.
 func TestStatsJSON(t *testing.T) {
 	srv := gstest.Start(t, nil)

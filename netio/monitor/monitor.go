@@ -39,6 +39,9 @@ type Options struct {
 	// Refused counts connections closed because the connection limit was
 	// reached (netio.Server.Refused); nil leaves the series out.
 	Refused func() uint64
+	// BufferCutoffs counts connections cut off because the buffer budget
+	// was spent (netio.Server.BufferCutoffs); nil leaves the series out.
+	BufferCutoffs func() uint64
 }
 
 //go:embed web

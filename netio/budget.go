@@ -1,0 +1,49 @@
+package netio
+
+import (
+	"time"
+
+	"gearshard/engine"
+	"gearshard/wire"
+)
+
+// The buffer budget (--max-buffered-bytes). Each connection of the Gearman
+// port may hold engine.BufferAllowance of output waiting for its reader
+// and as much of a packet still arriving without counting; beyond that,
+// what all of them hold shares one budget. A connection whose growth would
+// take the total past it is cut off: the input side gets errBudget and a
+// close, the output side the same cut-off as its own output limit.
+// Whatever a connection counted is given back as its buffers drain, and
+// all of it when it closes. HTTP requests are not counted: the HTTP front
+// end bounds its bodies and headers itself.
+
+// errBudget is what a connection whose packet in arrival would pass the
+// buffer budget is sent before the close: the code of an oversized packet,
+// which is what it is to this server now.
+var errBudget = &wire.ProtocolError{Code: "ARGUMENT_TOO_LARGE", Text: "Server buffer budget exceeded (--max-buffered-bytes)"}
+
+// cutInput queues the ERROR for a connection whose input the budget
+// refused, counts the cut-off and logs it; the caller flushes and closes.
+func (s *Server) cutInput(t *engine.Turn, sess *engine.Session, acct *engine.BufferAccount) {
+	acct.Cutoff()
+	t.SendProtocolError(sess, errBudget)
+	s.log.Info().Str("peer", sess.Addr).Uint64("conn", sess.ID).Msg("buffer budget exceeded by a packet in arrival, closing connection")
+}
+
+// budgetCutoff logs budget cut-offs, one line a second at most: a flood
+// must not turn into a log flood. It may run under an outbox lock.
+func (s *Server) budgetCutoff() {
+	now := time.Now().UnixNano()
+	if last := s.cutoffLogged.Load(); now-last >= int64(time.Second) && s.cutoffLogged.CompareAndSwap(last, now) {
+		s.log.Warn().Int64("buffered", s.budget.Used()).Int64("limit", s.budget.Max()).Uint64("cutoffs", s.budget.Cutoffs()).
+			Msg("connection cut off: the buffer budget is spent (--max-buffered-bytes); the connection whose buffers grew past it goes")
+	}
+}
+
+// BufferedBytes is what connections hold in buffers beyond their
+// allowances, counted against --max-buffered-bytes (0 without a budget).
+func (s *Server) BufferedBytes() int64 { return s.budget.Used() }
+
+// BufferCutoffs is the number of connections cut off because the buffer
+// budget was spent.
+func (s *Server) BufferCutoffs() uint64 { return s.budget.Cutoffs() }
