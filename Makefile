@@ -6,7 +6,9 @@ BIN       := bin/gearshard
 PKGS      := ./...
 # Debian packages the tests talk to: real Gearman clients/workers, gearadmin, gearmand.
 DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman postgresql redis-server curl openssl prometheus chromium iproute2
-FUZZTIME  ?= 30s
+# Executions (Nx), not a duration: Go 1.26's fuzz coordinator can fail a
+# duration-bound run with "context deadline exceeded" (go.dev/issue/75804).
+FUZZTIME  ?= 1000000x
 DURATION  ?= 2m
 
 # `make run -- -r http --http-port 8080`: words after `run` are server flags
@@ -51,7 +53,7 @@ test: deps vet ## install what the tests need, then run every test with the race
 bench: ## hot-path Go benchmarks (wire + engine), with allocations
 	$(GO) test -run '^$$' -bench . -benchmem ./wire/ ./engine/
 
-fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+fuzz: ## run each fuzz target for FUZZTIME executions (default 1000000x)
 	@for pkg in ./wire/ ./netio/ ./engine/; do for t in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 		echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done; done
 
