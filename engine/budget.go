@@ -108,6 +108,9 @@ func (a *BufferAccount) set(want int64) bool {
 	}
 }
 
+// Bound reports whether the account charges a budget.
+func (a *BufferAccount) Bound() bool { return a.b != nil }
+
 // Counted is what the account holds against the budget now.
 func (a *BufferAccount) Counted() int64 { return a.counted }
 

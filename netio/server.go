@@ -112,9 +112,8 @@ type conn struct {
 	viaGnet atomic.Bool
 	handoff []byte // owner-loop scratch for bytes handed to gnet
 
-	in       engine.BufferAccount // input gnet holds, against the buffer budget
-	budgeted bool                 // the server has a buffer budget
-	drain    *time.Timer          // looks again at output counted while gnet holds it
+	in    engine.BufferAccount // input gnet holds, against the buffer budget
+	drain *time.Timer          // looks again at output counted while gnet holds it
 }
 
 // New prepares a server; Serve starts it.
@@ -275,7 +274,6 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	cn.sess.SetOutputLimit(s.opts.MaxOutput)
 	cn.sess.SetBufferBudget(s.budget)
 	cn.in.Bind(s.budget)
-	cn.budgeted = s.budget != nil
 	c.SetContext(cn)
 	s.log.Info().Str("peer", ip).Int("fd", c.Fd()).Uint64("conn", cn.sess.ID).Msg("connection opened")
 	return nil, gnet.None
@@ -484,7 +482,7 @@ func (cn *conn) flush(onOwner bool) {
 		// the output limit as much as what waits in the outbox.
 		held := cn.c.OutboundBuffered()
 		over = cn.sess.SetDownstream(held) || over
-		if held > 0 && !over && cn.budgeted && cn.sess.OutputCounted() > 0 {
+		if held > 0 && !over && cn.in.Bound() && cn.sess.OutputCounted() > 0 {
 			cn.checkDrain()
 		}
 	}

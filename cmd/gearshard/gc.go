@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -31,7 +32,7 @@ func tuneGC(getenv func(string) string) (percent int, limit int64) {
 	percent = debug.SetGCPercent(-1)
 	debug.SetGCPercent(percent)
 	limit = debug.SetMemoryLimit(-1)
-	if limit == int64(^uint64(0)>>1) {
+	if limit == math.MaxInt64 {
 		limit = -1
 	}
 	return percent, limit
