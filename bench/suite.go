@@ -29,6 +29,7 @@ type step struct {
 	a, b     Target
 	rounds   int
 	bars     []bar
+	apart    bool // server on one CPU, load generator on the others (see affinity.go)
 }
 
 // bar is one performance target, read off a comparison row.
@@ -90,6 +91,8 @@ func RunSuite(ctx context.Context, sc SuiteConfig, out io.Writer) error {
 		{title: "latency (one job in flight)", scenario: "latency", cfg: lat, a: gd("0"), b: gs(), rounds: rounds, bars: []bar{
 			{"latency: round trip p50 ≤ gearmand's", "p50", "ratio", cheaper(1), "×"},
 		}},
+		{title: "latency, server and load generator on separate CPUs (as a client on another host), for reference",
+			scenario: "latency", cfg: lat, a: gd("0"), b: gs(), rounds: rounds, apart: true},
 		{title: fmt.Sprintf("drain %d queued jobs", gdDrain), scenario: "drain", cfg: queue(gdDrain, 1), a: gd("0"), b: gs(), rounds: 1},
 		{title: fmt.Sprintf("drain %d vs %d queued jobs (gearshard)", small, big), scenario: "drain", cfg: queue(small, 1),
 			a: gs(), b: gs(), rounds: 1},
@@ -120,10 +123,13 @@ func RunSuite(ctx context.Context, sc SuiteConfig, out io.Writer) error {
 		cfg := st.cfg
 		var cmp *Comparison
 		var err error
-		if st.a.Label == st.b.Label {
+		switch {
+		case st.a.Label == st.b.Label:
 			// The same server at two queue sizes: drain per job must not slow down as the queue grows.
 			cmp, err = drainScaling(ctx, st, big)
-		} else {
+		case st.apart:
+			cmp, err = compareApart(ctx, st)
+		default:
 			cmp, err = Compare(ctx, st.scenario, cfg, st.a, st.b, st.rounds)
 		}
 		fmt.Fprintf(out, "## %s\n\n", st.title)
@@ -149,6 +155,33 @@ func RunSuite(ctx context.Context, sc SuiteConfig, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "## Bars\n\n| bar | measured | met |\n|:--|--:|:-:|\n%s\n", strings.Join(verdicts, "\n"))
 	return nil
+}
+
+// compareApart runs a step with each server bound to one CPU and this
+// process, the load generator, to the others.
+func compareApart(ctx context.Context, st step) (*Comparison, error) {
+	cpu, load, err := cpuSplit()
+	if err != nil {
+		return nil, err
+	}
+	a, err := st.a.onCPU(cpu)
+	if err != nil {
+		return nil, err
+	}
+	b, err := st.b.onCPU(cpu)
+	if err != nil {
+		return nil, err
+	}
+	restore, err := bindSelf(load)
+	if err != nil {
+		return nil, err
+	}
+	defer restore()
+	cmp, err := Compare(ctx, st.scenario, st.cfg, a, b, st.rounds)
+	if cmp != nil {
+		cmp.A, cmp.B = fmt.Sprintf("%s on CPU %d", st.a.Label, cpu), fmt.Sprintf("%s on CPU %d", st.b.Label, cpu)
+	}
+	return cmp, err
 }
 
 // judge reads the row a bar is about and says whether it is met.
