@@ -88,6 +88,8 @@ func RunSuite(ctx context.Context, sc SuiteConfig, out io.Writer) error {
 			{"fg F=64: jobs/s ≥ 1.15× gearmand -t 0", "jobs/s", "ratio", faster(1.15), "×"},
 			{"fg F=64: p99 latency ≤ 5 ms", "p99", "b", cheaper(5000), "µs"},
 		}},
+		{title: "fg, 64 functions, server and load generator on separate CPUs (as clients on other hosts), for reference",
+			scenario: "fg", cfg: fg64, a: gd("0"), b: gs(), rounds: rounds, apart: true},
 		{title: "latency (one job in flight)", scenario: "latency", cfg: lat, a: gd("0"), b: gs(), rounds: rounds, bars: []bar{
 			{"latency: round trip p50 ≤ gearmand's", "p50", "ratio", cheaper(1), "×"},
 		}},
