@@ -612,3 +612,97 @@ func TestJobMemoryChargedBySlab(t *testing.T) {
 	}
 	collect(func(n int64) bool { return n <= kept })
 }
+
+// A worker's choice of job is the same whichever list it walks, and the
+// shards' lists of functions with work stay exact, through registrations,
+// withdrawals, submissions at every priority, grabs, results and
+// disconnections.
+func TestGrabChoiceSameFromReadyList(t *testing.T) {
+	e := newTestEngine(t, 2, nil)
+	var tr Turn
+	rng := rand.New(rand.NewPCG(3, 4))
+	name := func() string { return "f" + strconv.Itoa(rng.IntN(300)) }
+	client := e.NewSession(1, "127.0.0.1", nil)
+	var workers []*Session
+	held := map[*Session][]string{}
+	fd := 2
+	check := func(step int) {
+		t.Helper()
+		for _, s := range e.shards {
+			for pri := High; pri < numPriorities; pri++ {
+				want := 0
+				for _, fn := range s.funcs {
+					if fn.queue[pri].head != nil {
+						want++
+						if at := fn.readyAt[pri]; at == 0 || s.ready[pri][at-1] != fn {
+							t.Fatalf("step %d: %s has work at %d but is not listed ready", step, fn.name, pri)
+						}
+					} else if fn.readyAt[pri] != 0 {
+						t.Fatalf("step %d: %s has no work at %d but is listed ready", step, fn.name, pri)
+					}
+				}
+				if len(s.ready[pri]) != want {
+					t.Fatalf("step %d: shard %d lists %d functions ready at %d, %d have work", step, s.idx, len(s.ready[pri]), pri, want)
+				}
+				for _, w := range workers {
+					ps := &w.per[s.idx]
+					n := 0
+					for _, as := range ps.byFn {
+						n += len(as)
+					}
+					if n != len(ps.abilities) {
+						t.Fatalf("step %d: %d registrations by function, %d in all", step, n, len(ps.abilities))
+					}
+					if a, b := servedLeastViaRegistrations(ps, pri), s.servedLeastViaReady(ps, pri); a != b {
+						t.Fatalf("step %d: walks disagree at priority %d: %v against %v", step, pri, a, b)
+					}
+				}
+			}
+		}
+	}
+	for step := 0; step < 20000; step++ {
+		r := rng.IntN(100)
+		switch {
+		case r < 5 || len(workers) == 0:
+			w := e.NewSession(fd, "127.0.0.1", nil)
+			fd++
+			workers = append(workers, w)
+		case r < 35:
+			w := workers[rng.IntN(len(workers))]
+			e.Handle(&tr, w, req(wire.CanDo, name())) // repeats add registrations
+		case r < 40:
+			e.Handle(&tr, workers[rng.IntN(len(workers))], req(wire.CantDo, name()))
+		case r < 42:
+			e.Handle(&tr, workers[rng.IntN(len(workers))], req(wire.ResetAbilities))
+		case r < 70:
+			typ := []wire.Type{wire.SubmitJobHighBG, wire.SubmitJobBG, wire.SubmitJobLowBG}[rng.IntN(3)]
+			e.Handle(&tr, client, req(typ, name(), "", "x"))
+		case r < 90:
+			w := workers[rng.IntN(len(workers))]
+			w.takeOutput()
+			e.Handle(&tr, w, req(wire.GrabJob))
+			for _, p := range drain(t, w) {
+				if p.Type == wire.JobAssign {
+					held[w] = append(held[w], string(p.Field[0]))
+				}
+			}
+		case r < 98:
+			w := workers[rng.IntN(len(workers))]
+			if hs := held[w]; len(hs) > 0 {
+				e.Handle(&tr, w, req(wire.WorkComplete, hs[0], "r"))
+				held[w] = hs[1:]
+			}
+		default:
+			i := rng.IntN(len(workers))
+			e.Disconnect(&tr, workers[i])
+			delete(held, workers[i])
+			workers = slices.Delete(workers, i, i+1)
+		}
+		client.takeOutput()
+		tr.Reset()
+		if step%50 == 0 {
+			check(step)
+		}
+	}
+	check(20000)
+}

@@ -47,8 +47,11 @@ type Session struct {
 
 type sessShard struct {
 	abilities []*ability // newest last
-	held      jobList    // jobs this worker is running
-	waiting   listenerList
+	// byFn holds the same registrations by function (a repeated CAN_DO
+	// adds another), for workers with many (see leastRecentlyServed).
+	byFn    map[*function][]*ability
+	held    jobList // jobs this worker is running
+	waiting listenerList
 }
 
 // ClientID returns the id set with SET_CLIENT_ID, or "-".

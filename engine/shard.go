@@ -47,6 +47,10 @@ type shard struct {
 	// reads it without the lock to skip shards with nothing to offer.
 	runnable [numPriorities]atomic.Int64
 	bytes    atomic.Int64 // memory held by this shard's jobs (see MaxQueueBytes)
+	// ready lists, per priority, the functions with jobs queued at it, so
+	// that a worker registered for many more functions looks only at these
+	// (see leastRecentlyServed).
+	ready [numPriorities][]*function
 
 	timers    timerHeap // epoch jobs waiting for their time, running jobs with a CAN_DO_TIMEOUT
 	timer     *time.Timer
@@ -75,6 +79,7 @@ type function struct {
 	withdrawnSleepers int
 	maxQueue          [numPriorities]int
 	unique            map[string]*Job
+	readyAt           [numPriorities]int // 1 + position in shard.ready; 0 = not listed
 
 	counters  jobCounters
 	wait, run latencyHist
@@ -443,15 +448,30 @@ func (s *shard) drop(j *Job) {
 func (s *shard) enqueue(t *Turn, j *Job) {
 	j.state = stateQueued
 	j.stamp = t.clock(s.e)
-	j.fn.queue[j.pri].pushBack(j)
+	q := &j.fn.queue[j.pri]
+	if q.head == nil {
+		s.ready[j.pri] = append(s.ready[j.pri], j.fn)
+		j.fn.readyAt[j.pri] = len(s.ready[j.pri])
+	}
+	q.pushBack(j)
 	s.runnable[j.pri].Add(1)
 	s.wake(t, j.fn)
 }
 
 // dequeue removes a queued job from its FIFO.
 func (s *shard) dequeue(j *Job) {
-	j.fn.queue[j.pri].remove(j)
+	q := &j.fn.queue[j.pri]
+	q.remove(j)
 	s.runnable[j.pri].Add(-1)
+	if q.head == nil {
+		ready, at := s.ready[j.pri], j.fn.readyAt[j.pri]-1
+		last := len(ready) - 1
+		ready[at] = ready[last]
+		ready[at].readyAt[j.pri] = at + 1
+		ready[last] = nil
+		s.ready[j.pri] = ready[:last]
+		j.fn.readyAt[j.pri] = 0
+	}
 }
 
 // wake sends NOOP to sleeping workers of fn: all of them, or at most

@@ -23,6 +23,10 @@ func (e *Engine) CanDo(t *Turn, sess *Session, fname []byte, timeout time.Durati
 	f.workers = append(f.workers, a)
 	ps := &sess.per[s.idx]
 	ps.abilities = append(ps.abilities, a)
+	if ps.byFn == nil {
+		ps.byFn = make(map[*function][]*ability)
+	}
+	ps.byFn[f] = append(ps.byFn[f], a)
 	// A worker already asleep hears of work for its new function too.
 	if sess.sleep.Load() == sleeping {
 		if f.hasRunnable() && sess.sleep.CompareAndSwap(sleeping, woken) {
@@ -48,6 +52,7 @@ func (e *Engine) CantDo(sess *Session, fname []byte) {
 			return false
 		}
 		s.withdraw(a)
+		delete(ps.byFn, a.fn)
 		return true
 	})
 	empty := len(ps.abilities) == 0
@@ -68,6 +73,7 @@ func (e *Engine) ResetAbilities(sess *Session) {
 		}
 		clear(ps.abilities)
 		ps.abilities = ps.abilities[:0]
+		clear(ps.byFn)
 		s.mu.Unlock()
 	}
 	sess.workShards = sess.workShards[:0]
@@ -203,15 +209,48 @@ func (e *Engine) leastRecentlyServed(sess *Session, pri Priority) (*shard, *abil
 	return bestShard, best
 }
 
-// leastRecentlyServed is the same within one shard. Caller holds s.mu.
+// leastRecentlyServed is the same within one shard: of equals, the oldest
+// registration. It walks the worker's registrations or the shard's
+// functions with work, whichever list is shorter (a map lookup costs a few
+// steps of a walk), so a worker of thousands of functions does not hold the
+// shard for thousands of steps per GRAB. Caller holds s.mu.
 func (s *shard) leastRecentlyServed(sess *Session, pri Priority) *ability {
+	ps := &sess.per[s.idx]
+	if len(s.ready[pri])*lookupSteps < len(ps.abilities) {
+		return s.servedLeastViaReady(ps, pri)
+	}
+	return servedLeastViaRegistrations(ps, pri)
+}
+
+// lookupSteps is about what one map lookup costs in steps of a walk over
+// registrations.
+const lookupSteps = 4
+
+func servedLeastViaRegistrations(ps *sessShard, pri Priority) *ability {
 	var best *ability
-	for _, a := range sess.per[s.idx].abilities {
-		if a.fn.queue[pri].head != nil && (best == nil || a.served < best.served) {
+	for _, a := range ps.abilities {
+		if a.fn.queue[pri].head != nil && servedBefore(a, best) {
 			best = a
 		}
 	}
 	return best
+}
+
+func (s *shard) servedLeastViaReady(ps *sessShard, pri Priority) *ability {
+	var best *ability
+	for _, fn := range s.ready[pri] {
+		for _, a := range ps.byFn[fn] {
+			if servedBefore(a, best) {
+				best = a
+			}
+		}
+	}
+	return best
+}
+
+// servedBefore says a should be served before best (nil: nothing yet).
+func servedBefore(a, best *ability) bool {
+	return best == nil || a.served < best.served || (a.served == best.served && a.seq < best.seq)
 }
 
 // serve assigns the head job of a's queue at pri and stamps a as served.
@@ -378,7 +417,7 @@ func (e *Engine) Disconnect(t *Turn, sess *Session) {
 		for _, a := range ps.abilities {
 			s.withdraw(a)
 		}
-		ps.abilities = nil
+		ps.abilities, ps.byFn = nil, nil
 		for ps.held.head != nil {
 			s.requeue(t, ps.held.head)
 		}
