@@ -450,8 +450,7 @@ func (s *shard) enqueue(t *Turn, j *Job) {
 	j.stamp = t.clock(s.e)
 	q := &j.fn.queue[j.pri]
 	if q.head == nil {
-		s.ready[j.pri] = append(s.ready[j.pri], j.fn)
-		j.fn.readyAt[j.pri] = len(s.ready[j.pri])
+		s.listReady(j.fn, j.pri)
 	}
 	q.pushBack(j)
 	s.runnable[j.pri].Add(1)
@@ -464,14 +463,25 @@ func (s *shard) dequeue(j *Job) {
 	q.remove(j)
 	s.runnable[j.pri].Add(-1)
 	if q.head == nil {
-		ready, at := s.ready[j.pri], j.fn.readyAt[j.pri]-1
-		last := len(ready) - 1
-		ready[at] = ready[last]
-		ready[at].readyAt[j.pri] = at + 1
-		ready[last] = nil
-		s.ready[j.pri] = ready[:last]
-		j.fn.readyAt[j.pri] = 0
+		s.unlistReady(j.fn, j.pri)
 	}
+}
+
+// listReady adds fn to the shard's functions with work at pri.
+func (s *shard) listReady(fn *function, pri Priority) {
+	s.ready[pri] = append(s.ready[pri], fn)
+	fn.readyAt[pri] = len(s.ready[pri])
+}
+
+// unlistReady removes fn from them in O(1): the last entry takes its place.
+func (s *shard) unlistReady(fn *function, pri Priority) {
+	ready, at := s.ready[pri], fn.readyAt[pri]-1
+	last := len(ready) - 1
+	ready[at] = ready[last]
+	ready[at].readyAt[pri] = at + 1
+	ready[last] = nil
+	s.ready[pri] = ready[:last]
+	fn.readyAt[pri] = 0
 }
 
 // wake sends NOOP to sleeping workers of fn: all of them, or at most
