@@ -187,6 +187,14 @@ func TestBufferBudgetCutsOffSlowReaders(t *testing.T) {
 			by.Expect(wire.EchoRes, "bystander")
 		}
 	}
+	// A finished writer only means the kernel took its requests: the server
+	// may still be answering them. Every flooder, unread, must be cut off
+	// before any reads (one reading early would drain what it is owed).
+	gstest.Eventually(t, 10*time.Second, func() bool {
+		by.Send(wire.EchoReq, "bystander")
+		by.Expect(wire.EchoRes, "bystander")
+		return srv.Net.BufferCutoffs() >= flooders
+	}, "not all %d flooders were cut off while none read", flooders)
 	// Each flooder now reads: what the kernel holds, then the close (not a
 	// timeout: the server would be holding the rest).
 	buf := make([]byte, 1<<20)
