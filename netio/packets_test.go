@@ -26,19 +26,28 @@ import (
 // the tests that need no special configuration and touch only their own
 // function names, uniques and handles. It lives as long as the test binary:
 // stopping a gnet server takes half a second (its shutdown poll), which on
-// a 2-CPU machine would otherwise dominate the suite's running time.
+// a 2-CPU machine would otherwise dominate the suite's running time. A test
+// that asks a second time (go test -count=N) gets a fresh server, since its
+// names would meet what its first run left behind.
 func sharedServer(t testing.TB) *gstest.Server {
 	t.Helper()
-	sharedSrv.once.Do(func() { sharedSrv.srv = gstest.Start(processTB{t}, nil) })
+	sharedSrv.mu.Lock()
+	defer sharedSrv.mu.Unlock()
+	if sharedSrv.srv == nil || sharedSrv.askedBy[t.Name()] {
+		sharedSrv.srv = gstest.Start(processTB{t}, nil)
+		sharedSrv.askedBy = map[string]bool{}
+	}
 	if sharedSrv.srv == nil {
 		t.Fatal("shared server did not start")
 	}
+	sharedSrv.askedBy[t.Name()] = true
 	return sharedSrv.srv
 }
 
 var sharedSrv struct {
-	once sync.Once
-	srv  *gstest.Server
+	mu      sync.Mutex
+	srv     *gstest.Server
+	askedBy map[string]bool // test names served by srv
 }
 
 // processTB is the TB the shared server is started with: its cleanups never
