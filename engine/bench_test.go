@@ -30,8 +30,8 @@ func newJobCycle(b *testing.B, e *Engine, fn string, payload int) *jobCycle {
 	jc.w = e.NewSession(2, "127.0.0.1", nil)
 	// As the network layer sets them up: the budget's check is on the path.
 	budget := NewBufferBudget(1<<30, nil)
-	jc.c.SetBufferBudget(budget)
-	jc.w.SetBufferBudget(budget)
+	jc.c.SetBufferBudget(budget, nil)
+	jc.w.SetBufferBudget(budget, nil)
 	e.Handle(&jc.tr, jc.w, req(wire.CanDo, fn))
 	data := make([]byte, payload)
 	jc.submit = req(wire.SubmitJob, fn, "", string(data))

@@ -1,6 +1,9 @@
 package engine
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // BufferAllowance is what one connection may hold in each direction — its
 // output waiting for the socket, the input of a packet still arriving —
@@ -21,6 +24,9 @@ type BufferBudget struct {
 	// at most once a second); it may run under an outbox lock, so it must
 	// not take one.
 	onCutoff func()
+
+	mu      sync.Mutex
+	holders map[*BufferAccount]struct{} // the accounts counting more than 0
 }
 
 // NewBufferBudget makes a budget of max bytes; onCutoff, if not nil, is
@@ -30,7 +36,7 @@ func NewBufferBudget(max int64, onCutoff func()) *BufferBudget {
 	if max <= 0 {
 		return nil
 	}
-	return &BufferBudget{max: max, onCutoff: onCutoff}
+	return &BufferBudget{max: max, onCutoff: onCutoff, holders: map[*BufferAccount]struct{}{}}
 }
 
 // Used is the total counted now (bytes beyond the allowances).
@@ -57,24 +63,49 @@ func (b *BufferBudget) Cutoffs() uint64 {
 	return b.cutoffs.Load()
 }
 
-// BufferAccount is one connection's share of a BufferBudget in one
-// direction. It is not safe for concurrent use: its owner serializes the
-// calls (the outbox lock, the connection's event loop or reader).
-type BufferAccount struct {
-	b       *BufferBudget // nil: nothing is counted
-	counted int64         // max(0, held - BufferAllowance) as last charged
+func (b *BufferBudget) countCutoff() {
+	b.cutoffs.Add(1)
+	if b.onCutoff != nil {
+		b.onCutoff()
+	}
 }
 
-// Bind makes the account charge b; before its first use.
-func (a *BufferAccount) Bind(b *BufferBudget) { a.b = b }
+// BufferAccount is one connection's share of a BufferBudget in one
+// direction. Its owner serializes Set and Cutoff (the outbox lock, the
+// connection's event loop or reader); another connection's Set may evict
+// it meanwhile, which mu orders.
+type BufferAccount struct {
+	b   *BufferBudget // nil: nothing is counted
+	cut func()        // closes the connection from any goroutine; nil: never evicted
+
+	mu      sync.Mutex
+	counted atomic.Int64 // max(0, held - BufferAllowance) as last charged; written under mu
+	evicted bool         // cut off for another connection's growth; under mu
+	refused atomic.Bool  // its last increase was refused: its owner is cutting it off; written under mu
+}
+
+// Bind makes the account charge b, before its first use. cut, if not nil,
+// lets the budget cut the connection off when it holds the most and
+// another needs room (see Set); it must not block, and may run under
+// another connection's outbox lock.
+func (a *BufferAccount) Bind(b *BufferBudget, cut func()) { a.b, a.cut = b, cut }
 
 // Set records that the connection now holds held bytes in this direction.
-// It returns false, charging nothing, when the increase would take the
-// budget's total past its maximum: the caller cuts the connection off (and
-// calls Cutoff once). A decrease always succeeds; Set(0) gives everything
-// back. Under the allowance before and after, Set is one comparison.
+// It returns false, charging nothing, when the increase does not fit: the
+// caller cuts the connection off (and calls Cutoff once). A decrease always
+// succeeds; Set(0) gives everything back. Under the allowance before and
+// after, Set is one comparison.
+//
+// Who goes when the budget is spent: the connection holding the most. An
+// increase that would cross the line evicts the largest other holder, if
+// it holds more than this account would, and is then charged in the room
+// that frees; otherwise the growing connection is the largest and is
+// refused. So connections that park just under the line cannot make an
+// honest one that grows later the one cut off. An evicted account stops
+// counting at once (its connection is on its way out: cut runs) and
+// refuses any further increase.
 func (a *BufferAccount) Set(held int) bool {
-	if held <= BufferAllowance && a.counted == 0 {
+	if held <= BufferAllowance && a.counted.Load() == 0 {
 		return true
 	}
 	return a.set(int64(held) - BufferAllowance)
@@ -82,45 +113,117 @@ func (a *BufferAccount) Set(held int) bool {
 
 func (a *BufferAccount) set(want int64) bool {
 	want = max(want, 0)
-	delta := want - a.counted
-	if delta == 0 || a.b == nil {
+	if a.b == nil {
 		return true
 	}
-	if delta < 0 {
-		a.b.used.Add(delta)
-		a.counted = want
-		return true
+	// Each eviction frees more than the increase, but other connections
+	// may take that room first: a few tries, then this one goes.
+	for range 4 {
+		if ok, evicted := a.tryCharge(want); ok || evicted {
+			return ok
+		}
+		victim := a.b.largestHolderOver(a, want)
+		if victim == nil {
+			break
+		}
+		victim.evict()
 	}
-	// The connection whose increase crosses the line is the one refused:
-	// simple and O(1), and the connections that hog the budget are the
-	// ones that keep growing, so they are the ones that meet it. A CAS,
-	// not add-then-undo, so that a refused increase never makes another
-	// connection's fail too.
+	a.mu.Lock()
+	a.refused.Store(true) // not to be evicted too: one cut-off, counted by its owner
+	a.mu.Unlock()
+	return false
+}
+
+// tryCharge charges the change to want if it fits (a decrease always
+// does), and reports whether a was evicted. A CAS, not add-then-undo, so
+// that a refused increase never makes another connection's fail too.
+func (a *BufferAccount) tryCharge(want int64) (ok, evicted bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	was := a.counted.Load()
+	if a.evicted {
+		return want == 0, true // it counts nothing any more, and may hold nothing more
+	}
+	delta := want - was
 	for {
 		used := a.b.used.Load()
-		if used+delta > a.b.max {
-			return false
+		if delta > 0 && used+delta > a.b.max {
+			return false, false
 		}
 		if a.b.used.CompareAndSwap(used, used+delta) {
-			a.counted = want
-			return true
+			break
 		}
 	}
+	a.counted.Store(want)
+	a.refused.Store(false)
+	if (was == 0) != (want == 0) {
+		a.b.mu.Lock()
+		if want == 0 {
+			delete(a.b.holders, a)
+		} else {
+			a.b.holders[a] = struct{}{}
+		}
+		a.b.mu.Unlock()
+	}
+	return true, false
+}
+
+// largestHolderOver is the evictable account, other than a and those
+// being cut off already, that counts the most, if that is more than want;
+// nil if there is none.
+func (b *BufferBudget) largestHolderOver(a *BufferAccount, want int64) *BufferAccount {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var victim *BufferAccount
+	most := want
+	for h := range b.holders {
+		if n := h.counted.Load(); h != a && h.cut != nil && !h.refused.Load() && n > most {
+			victim, most = h, n
+		}
+	}
+	return victim
+}
+
+// evict stops counting what a holds, counts the cut-off and has its
+// connection cut off; false if a was cut off already or holds nothing now.
+func (a *BufferAccount) evict() bool {
+	a.mu.Lock()
+	n := a.counted.Load()
+	if a.evicted || a.refused.Load() || n == 0 {
+		a.mu.Unlock()
+		return false
+	}
+	a.evicted = true
+	a.counted.Store(0)
+	a.b.used.Add(-n)
+	a.b.mu.Lock()
+	delete(a.b.holders, a)
+	a.b.mu.Unlock()
+	a.mu.Unlock()
+	a.b.countCutoff()
+	a.cut()
+	return true
 }
 
 // Bound reports whether the account charges a budget.
 func (a *BufferAccount) Bound() bool { return a.b != nil }
 
 // Counted is what the account holds against the budget now.
-func (a *BufferAccount) Counted() int64 { return a.counted }
+func (a *BufferAccount) Counted() int64 { return a.counted.Load() }
 
-// Cutoff counts a connection cut off because Set refused it.
+// Evicted reports whether the budget cut this connection off to make room
+// for another (it has been counted, and cut called).
+func (a *BufferAccount) Evicted() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.evicted
+}
+
+// Cutoff counts a connection cut off because Set refused it (once: an
+// evicted account was counted when it was evicted).
 func (a *BufferAccount) Cutoff() {
-	if a.b == nil {
+	if a.b == nil || a.Evicted() {
 		return
 	}
-	a.b.cutoffs.Add(1)
-	if a.b.onCutoff != nil {
-		a.b.onCutoff()
-	}
+	a.b.countCutoff()
 }

@@ -2,6 +2,9 @@ package engine
 
 import (
 	"bytes"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -11,8 +14,8 @@ func TestBufferAccount(t *testing.T) {
 	cut := 0
 	b := NewBufferBudget(1000, func() { cut++ })
 	var x, y BufferAccount
-	x.Bind(b)
-	y.Bind(b)
+	x.Bind(b, nil) // not evictable: the growing one is refused
+	y.Bind(b, nil)
 	check := func(what string, ok, wantOK bool, used int64) {
 		t.Helper()
 		if ok != wantOK || b.Used() != used {
@@ -51,8 +54,8 @@ func TestOutputBufferBudget(t *testing.T) {
 	b := NewBufferBudget(1<<20, nil)
 	s1 := e.NewSession(1, "127.0.0.1", nil)
 	s2 := e.NewSession(2, "127.0.0.1", nil)
-	s1.SetBufferBudget(b)
-	s2.SetBufferBudget(b)
+	s1.SetBufferBudget(b, nil)
+	s2.SetBufferBudget(b, nil)
 	var tr Turn
 	big := bytes.Repeat([]byte("o"), 700<<10)
 	tr.SendRaw(s1, big)
@@ -84,5 +87,121 @@ func TestOutputBufferBudget(t *testing.T) {
 	s1.SetDownstream(5 << 20) // late reports from the network layer count nothing
 	if b.Used() != 0 {
 		t.Fatalf("after both left: used %d", b.Used())
+	}
+}
+
+// When the budget is spent, the connection holding the most goes: an
+// increase that does not fit evicts the largest other holder if it holds
+// more than the growing one would, and is charged in the room that frees;
+// otherwise the growing one is refused. An evicted account counts nothing
+// more and refuses any increase, and its cut-off is counted once.
+func TestBufferBudgetEvictsLargestHolder(t *testing.T) {
+	b := NewBufferBudget(1000, nil)
+	cuts := map[string]int{}
+	account := func(name string) *BufferAccount {
+		a := new(BufferAccount)
+		a.Bind(b, func() { cuts[name]++ })
+		return a
+	}
+	big, mid, grower := account("big"), account("mid"), account("grower")
+	set := func(a *BufferAccount, n int) bool { return a.Set(BufferAllowance + n) }
+	if !set(big, 600) || !set(mid, 300) {
+		t.Fatal("within the budget, refused")
+	}
+	if !set(grower, 200) { // 1100 > 1000: big (600) holds more than 200
+		t.Fatal("an increase with a larger holder to evict was refused")
+	}
+	if b.Used() != 500 || cuts["big"] != 1 || cuts["mid"] != 0 || b.Cutoffs() != 1 || !big.Evicted() {
+		t.Fatalf("after the eviction: used %d, cuts %v, cutoffs %d", b.Used(), cuts, b.Cutoffs())
+	}
+	if set(big, 100) || b.Used() != 500 {
+		t.Fatalf("an evicted account took more: used %d", b.Used())
+	}
+	big.Cutoff() // its owner noticing: counted already
+	if !big.Set(0) || b.Used() != 500 || b.Cutoffs() != 1 {
+		t.Fatalf("an evicted account's close: used %d, cutoffs %d", b.Used(), b.Cutoffs())
+	}
+
+	// The grower is now the largest: growing past the budget, it goes.
+	if set(grower, 800) { // 1100 > 1000, and mid's 300 is not more than 800
+		t.Fatal("the largest holder's increase was not refused")
+	}
+	if b.Used() != 500 || cuts["mid"] != 0 || grower.Counted() != 200 {
+		t.Fatalf("a refused increase changed things: used %d, cuts %v, grower %d", b.Used(), cuts, grower.Counted())
+	}
+	// A tie is no reason to evict: the grower would hold as much as mid.
+	if !set(grower, 300) || set(grower, 701) || cuts["mid"] != 0 {
+		t.Fatalf("tie: used %d, cuts %v", b.Used(), cuts)
+	}
+	// Accounts bound without a way to cut them off are never evicted.
+	fixed := new(BufferAccount)
+	fixed.Bind(b, nil)
+	if !mid.Set(0) || !grower.Set(0) || !set(fixed, 900) || set(grower, 101) {
+		t.Fatalf("an account that cannot be cut off was evicted: used %d", b.Used())
+	}
+	if !grower.Set(0) || !fixed.Set(0) || b.Used() != 0 {
+		t.Fatalf("all given back: used %d", b.Used())
+	}
+
+	// A connection refused is on its way out, cut off and counted by its
+	// owner: it is not evicted as well, however much it holds; the largest
+	// of the others is.
+	b = NewBufferBudget(2000, nil)
+	refused, other, next := account("refused"), account("other"), account("next")
+	if !set(refused, 1100) || set(refused, 2100) || !set(other, 500) {
+		t.Fatal("setting up a refused connection")
+	}
+	if !set(next, 450) || cuts["refused"] != 0 || cuts["other"] != 1 || b.Cutoffs() != 1 || b.Used() != 1550 {
+		t.Fatalf("a refused connection was chosen: cuts %v, cutoffs %d, used %d", cuts, b.Cutoffs(), b.Used())
+	}
+	if set(next, 901) || cuts["refused"] != 0 || b.Cutoffs() != 1 {
+		t.Fatalf("a refused connection was evicted: cuts %v, cutoffs %d", cuts, b.Cutoffs())
+	}
+}
+
+// Many connections growing and shrinking at once, evicting each other:
+// the budget's total never passes its maximum, each eviction is counted
+// and cut once, and when all have left nothing is counted.
+func TestBufferBudgetEvictionConcurrent(t *testing.T) {
+	const max, accounts, steps = 1 << 20, 16, 2000
+	var evictions atomic.Int64
+	b := NewBufferBudget(max, nil)
+	var peak atomic.Int64
+	accts := make([]BufferAccount, accounts)
+	cuts := make([]atomic.Int32, accounts)
+	for i := range accts {
+		accts[i].Bind(b, func() { cuts[i].Add(1); evictions.Add(1) })
+		// Together they fill the budget before any moves, so that growth
+		// evicts even if the goroutines happen to run one after another.
+		if !accts[i].Set(BufferAllowance + max/accounts) {
+			t.Fatalf("account %d: the budget's share refused", i)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range accts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			for range steps {
+				accts[i].Set(rng.IntN(BufferAllowance + max/4))
+				if u := b.Used(); u > peak.Load() {
+					peak.Store(u)
+				}
+			}
+			accts[i].Set(0)
+		}()
+	}
+	wg.Wait()
+	for i := range cuts {
+		if n := cuts[i].Load(); n > 1 {
+			t.Errorf("account %d cut %d times", i, n)
+		}
+	}
+	if p := peak.Load(); p > max {
+		t.Fatalf("used peaked at %d, past %d", p, max)
+	}
+	if b.Used() != 0 || uint64(evictions.Load()) != b.Cutoffs() || evictions.Load() == 0 {
+		t.Fatalf("used %d after all left; %d evictions, %d cut-offs", b.Used(), evictions.Load(), b.Cutoffs())
 	}
 }

@@ -231,7 +231,7 @@ func (s *Session) WriteOutput(write func(p []byte) int) (remaining, over bool) {
 	if rest == 0 && cap(o.buf) > maxSpare {
 		o.buf = nil // one large reply must not pin its memory for the connection's life
 	}
-	if o.acct.counted != 0 {
+	if o.acct.Counted() != 0 {
 		// What was written is given back; what write handed on to the
 		// network layer was added to downstream (HandOff), so it stays
 		// counted. Never an increase, so it never fails.
@@ -246,9 +246,11 @@ func (s *Session) SetOutputLimit(n int) { s.out.limit = n }
 
 // SetBufferBudget makes the output beyond BufferAllowance count toward b,
 // shared with other connections: an increase that would take b past its
-// maximum cuts this connection off as its output limit would. Before the
-// session is used; nil counts nothing.
-func (s *Session) SetBufferBudget(b *BufferBudget) { s.out.acct.Bind(b) }
+// maximum cuts this connection off as its output limit would, unless
+// another connection holds more; cut is how the budget cuts this one off
+// when it holds the most (BufferAccount.Bind). Before the session is used;
+// nil counts nothing.
+func (s *Session) SetBufferBudget(b *BufferBudget, cut func()) { s.out.acct.Bind(b, cut) }
 
 // OutputCounted is what the output holds against the buffer budget now.
 func (s *Session) OutputCounted() int64 {
@@ -295,10 +297,9 @@ func (s *Session) SetDownstream(n int) (over bool) {
 }
 
 // checkLimit marks the outbox over its limit when what waits in it and
-// downstream of it is more than the limit allows, or when charging it to
-// the buffer budget would take the budget past its maximum (this
-// connection's growth is what crosses the line, so it is the one cut off).
-// Caller holds o.mu.
+// downstream of it is more than the limit allows, or when the buffer
+// budget refuses to charge it (no other connection holds more, or this one
+// was evicted already). Caller holds o.mu.
 func (o *outbox) checkLimit() {
 	if o.closed {
 		return // Disconnect gave everything back; late reports change nothing

@@ -11,8 +11,10 @@ import (
 // port may hold engine.BufferAllowance of output waiting for its reader
 // and as much of a packet still arriving without counting; beyond that,
 // what all of them hold shares one budget. A connection whose growth would
-// take the total past it is cut off: the input side gets errBudget and a
-// close, the output side the same cut-off as its own output limit.
+// take the total past it is cut off, unless another connection holds more:
+// then that one goes instead (engine.BufferAccount.Set). The input side
+// gets errBudget and a close, the output side the same cut-off as its own
+// output limit.
 // Whatever a connection counted is given back as its buffers drain, and
 // all of it when it closes. HTTP requests are not counted: the HTTP front
 // end bounds its bodies and headers itself.
@@ -30,13 +32,38 @@ func (s *Server) cutInput(t *engine.Turn, sess *engine.Session, acct *engine.Buf
 	s.log.Info().Str("peer", sess.Addr).Uint64("conn", sess.ID).Msg("buffer budget exceeded by a packet in arrival, closing connection")
 }
 
+// evict is the buffer budget's cut-off of a connection holding the most
+// when another needs room; any goroutine, under an outbox lock too. The
+// owner loop does the cutting (cutEvicted).
+func (cn *conn) evict() {
+	cn.evicted.Store(true)
+	cn.loop.post(cn.sess)
+}
+
+// cutEvicted cuts off a connection the buffer budget evicted: a packet in
+// arrival gets errBudget first, as when its own growth is refused; output
+// no reader takes is dropped with the connection. Event-loop only.
+func (s *Server) cutEvicted(cn *conn) {
+	if cn.closed {
+		return
+	}
+	l := cn.loop
+	if cn.in.Evicted() {
+		l.turn.SendProtocolError(cn.sess, errBudget)
+		s.flush(l)
+	}
+	s.log.Info().Str("peer", cn.sess.Addr).Uint64("conn", cn.sess.ID).Int64("input", int64(cn.c.InboundBuffered())).
+		Msg("buffer budget spent while this connection held the most, closing it")
+	_ = cn.c.Close()
+}
+
 // budgetCutoff logs budget cut-offs, one line a second at most: a flood
 // must not turn into a log flood. It may run under an outbox lock.
 func (s *Server) budgetCutoff() {
 	now := time.Now().UnixNano()
 	if last := s.cutoffLogged.Load(); now-last >= int64(time.Second) && s.cutoffLogged.CompareAndSwap(last, now) {
 		s.log.Warn().Int64("buffered", s.budget.Used()).Int64("limit", s.budget.Max()).Uint64("cutoffs", s.budget.Cutoffs()).
-			Msg("connection cut off: the buffer budget is spent (--max-buffered-bytes); the connection whose buffers grew past it goes")
+			Msg("connection cut off: the buffer budget is spent (--max-buffered-bytes); the connection holding the most goes")
 	}
 }
 

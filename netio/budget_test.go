@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"fmt"
 	"math/big"
 	"net"
 	"strings"
@@ -79,10 +80,10 @@ func expectBudgetError(t *testing.T, c *gstest.Conn, who string) {
 	}
 }
 
-// Packets still arriving share --max-buffered-bytes: once one connection
-// holds most of it, the others that grow past it get an ERROR and are
-// closed, everyone else is served, and a connection that leaves gives
-// back what it held.
+// Packets still arriving share --max-buffered-bytes: a connection whose
+// packet grows past what is left, holding more than any other, gets an
+// ERROR and is closed, everyone else is served, and a connection that
+// leaves gives back what it held.
 func TestBufferBudgetCutsOffPacketsInArrival(t *testing.T) {
 	const budget = 8 << 20
 	srv := gstest.Start(t, func(c *gstest.Config) {
@@ -90,8 +91,8 @@ func TestBufferBudgetCutsOffPacketsInArrival(t *testing.T) {
 		c.Net.MaxPacket = 16 << 20
 	})
 	peak := watchPeak(t, srv.Net)
-	const size, sent = 6 << 20, 5 << 20
-	held := int64(wire.HeaderSize + sent - engine.BufferAllowance) // what one such connection counts
+	const size, sent = 3 << 20, 2 << 20
+	held := int64(wire.HeaderSize + sent - engine.BufferAllowance) // what a counts
 
 	a := gstest.Dial(t, srv.Addr)
 	if err := <-writeAsync(a.Raw(), partialEcho(size, sent)); err != nil {
@@ -100,11 +101,12 @@ func TestBufferBudgetCutsOffPacketsInArrival(t *testing.T) {
 	gstest.Eventually(t, 10*time.Second, func() bool { return srv.Net.BufferedBytes() == held },
 		"the first partial packet is not counted: %d, want %d", srv.Net.BufferedBytes(), held)
 
-	// Two more the same: neither fits beside the first, so both are cut
-	// off (whichever crosses the line first, then the other).
+	// Two larger ones: neither fits beside the first, and whichever meets
+	// the line holds more than it by then (or is the larger of the two),
+	// so both are cut off and the first stays.
 	b, c := gstest.Dial(t, srv.Addr), gstest.Dial(t, srv.Addr)
-	writeAsync(b.Raw(), partialEcho(size, sent))
-	writeAsync(c.Raw(), partialEcho(size, sent))
+	writeAsync(b.Raw(), partialEcho(12<<20, 7<<20))
+	writeAsync(c.Raw(), partialEcho(12<<20, 7<<20))
 	b.TO, c.TO = 10*time.Second, 10*time.Second
 	expectBudgetError(t, b, "second connection")
 	expectBudgetError(t, c, "third connection")
@@ -122,16 +124,18 @@ func TestBufferBudgetCutsOffPacketsInArrival(t *testing.T) {
 	a.Raw().Close()
 	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.BufferedBytes() == 0 },
 		"a connection that closed kept %d bytes of the budget", srv.Net.BufferedBytes())
+	const bigSize, bigSent = 7 << 20, 6 << 20 // as much as b and c were refused
 	d := gstest.Dial(t, srv.Addr)
-	if err := <-writeAsync(d.Raw(), partialEcho(size, sent)); err != nil {
+	if err := <-writeAsync(d.Raw(), partialEcho(bigSize, bigSent)); err != nil {
 		t.Fatalf("partial packet after the release: %v", err)
 	}
-	gstest.Eventually(t, 10*time.Second, func() bool { return srv.Net.BufferedBytes() == held },
-		"the new partial packet is not counted: %d, want %d", srv.Net.BufferedBytes(), held)
-	d.Write(bytes.Repeat([]byte("p"), size-sent))
+	bigHeld := int64(wire.HeaderSize + bigSent - engine.BufferAllowance)
+	gstest.Eventually(t, 10*time.Second, func() bool { return srv.Net.BufferedBytes() == bigHeld },
+		"the new partial packet is not counted: %d, want %d", srv.Net.BufferedBytes(), bigHeld)
+	d.Write(bytes.Repeat([]byte("p"), bigSize-bigSent))
 	d.TO = 10 * time.Second
-	if p := d.Expect(wire.EchoRes); len(p.Fields[0]) != size {
-		t.Fatalf("echo of %d bytes, want %d", len(p.Fields[0]), size)
+	if p := d.Expect(wire.EchoRes); len(p.Fields[0]) != bigSize {
+		t.Fatalf("echo of %d bytes, want %d", len(p.Fields[0]), bigSize)
 	}
 	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.BufferedBytes() == 0 },
 		"a completed packet and its delivered reply kept %d bytes of the budget", srv.Net.BufferedBytes())
@@ -223,6 +227,108 @@ func TestBufferBudgetCutsOffSlowReaders(t *testing.T) {
 		"%d bytes still counted after the flooders were cut off", srv.Net.BufferedBytes())
 	by.Send(wire.EchoReq, "still")
 	by.Expect(wire.EchoRes, "still")
+	if p := peak(); p > budget {
+		t.Fatalf("the budget's use peaked at %d, past %d", p, budget)
+	}
+}
+
+// When the budget is spent, the connection holding the most goes, not the
+// one whose growth meets the line: a connection parked on most of the
+// budget with a packet it never completes cannot make an honest client's
+// large packet the one refused. The parked one gets the budget's ERROR
+// and a close; the honest packet is run.
+func TestBufferBudgetEvictsLargestInput(t *testing.T) {
+	const budget = 8 << 20
+	srv := gstest.Start(t, func(c *gstest.Config) {
+		c.Net.MaxBuffered = budget
+		c.Net.MaxPacket = 16 << 20
+	})
+	peak := watchPeak(t, srv.Net)
+	const size, sent = 6 << 20, 5 << 20
+	held := int64(wire.HeaderSize + sent - engine.BufferAllowance)
+	hog := gstest.Dial(t, srv.Addr)
+	if err := <-writeAsync(hog.Raw(), partialEcho(size, sent)); err != nil {
+		t.Fatalf("the parked partial packet: %v", err)
+	}
+	gstest.Eventually(t, 10*time.Second, func() bool { return srv.Net.BufferedBytes() == held },
+		"the parked packet is not counted: %d, want %d", srv.Net.BufferedBytes(), held)
+
+	// 4 MiB arriving meets the line at about 3: the hog holds more.
+	honest := gstest.Dial(t, srv.Addr)
+	msg := bytes.Repeat([]byte("h"), 4<<20)
+	writeAsync(honest.Raw(), wire.AppendRequest(nil, wire.EchoReq, msg))
+	hog.TO, honest.TO = 10*time.Second, 10*time.Second
+	expectBudgetError(t, hog, "the connection holding the most")
+	if p := honest.Expect(wire.EchoRes); !bytes.Equal([]byte(p.Fields[0]), msg) {
+		t.Fatalf("the honest echo came back as %d bytes", len(p.Fields[0]))
+	}
+	if n := srv.Net.BufferCutoffs(); n != 1 {
+		t.Fatalf("BufferCutoffs() = %d, want 1", n)
+	}
+	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.BufferedBytes() == 0 },
+		"%d bytes still counted after the eviction and the echo", srv.Net.BufferedBytes())
+	honest.Send(wire.EchoReq, "still")
+	honest.Expect(wire.EchoRes, "still")
+	if p := peak(); p > budget {
+		t.Fatalf("the budget's use peaked at %d, past %d", p, budget)
+	}
+}
+
+// The same for output: a client that asked for replies and reads none,
+// parked on most of the budget, is cut off when an honest client's large
+// reply needs the room, and the honest client gets its reply.
+func TestBufferBudgetEvictsLargestOutput(t *testing.T) {
+	const budget = 4 << 20
+	srv := gstest.Start(t, func(c *gstest.Config) {
+		c.Net.MaxBuffered = budget
+		c.Net.MaxOutput = 64 << 20
+	})
+	peak := watchPeak(t, srv.Net)
+	hog := gstest.Dial(t, srv.Addr)
+	admin := gstest.Dial(t, srv.Addr)
+	echo := wire.AppendRequest(nil, wire.EchoReq, bytes.Repeat([]byte("e"), 128<<10))
+	// One echo at a time, each followed by a background job whose arrival
+	// in the queue says the echo was answered, until the server holds
+	// 2.5 MiB for the hog (the kernel's socket buffers take some first):
+	// it then holds less than the budget by more than one echo.
+	for i := 0; srv.Net.BufferedBytes() < 5<<19; i++ {
+		if i == 400 {
+			t.Fatalf("50 MiB of echoes unread and only %d bytes counted", srv.Net.BufferedBytes())
+		}
+		mark := fmt.Sprintf("hog_mark_%d", i)
+		hog.Write(wire.AppendRequest(echo, wire.SubmitJobBG, []byte(mark), nil, nil))
+		gstest.Eventually(t, 10*time.Second, func() bool {
+			return strings.Contains(admin.Admin("status"), mark+"\t1\t")
+		}, "echo %d was not answered", i)
+	}
+	if parked := srv.Net.BufferedBytes(); parked >= budget/4*3 {
+		t.Fatalf("the hog holds %d, more than meant", parked)
+	}
+
+	honest := gstest.Dial(t, srv.Addr)
+	msg := bytes.Repeat([]byte("h"), 2<<20)
+	honest.TO = 10 * time.Second
+	honest.Write(wire.AppendRequest(nil, wire.EchoReq, msg))
+	if p := honest.Expect(wire.EchoRes); !bytes.Equal([]byte(p.Fields[0]), msg) {
+		t.Fatalf("the honest echo came back as %d bytes", len(p.Fields[0]))
+	}
+	// The hog reads what the kernel holds for it, then the close.
+	buf := make([]byte, 1<<20)
+	for {
+		_ = hog.Raw().SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := hog.Raw().Read(buf)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("the hog was not cut off (%d counted, %d cut off)", srv.Net.BufferedBytes(), srv.Net.BufferCutoffs())
+		}
+		if err != nil {
+			break
+		}
+	}
+	if n := srv.Net.BufferCutoffs(); n != 1 {
+		t.Fatalf("BufferCutoffs() = %d, want 1", n)
+	}
+	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.BufferedBytes() == 0 },
+		"%d bytes still counted after the eviction and the echo", srv.Net.BufferedBytes())
 	if p := peak(); p > budget {
 		t.Fatalf("the budget's use peaked at %d, past %d", p, budget)
 	}

@@ -81,6 +81,7 @@ type Server struct {
 
 // loop is the state private to one event loop.
 type loop struct {
+	srv  *Server
 	el   gnet.EventLoop
 	log  zerolog.Logger
 	turn engine.Turn // reused for every read on this loop
@@ -114,6 +115,9 @@ type conn struct {
 
 	in    engine.BufferAccount // input gnet holds, against the buffer budget
 	drain *time.Timer          // looks again at output counted while gnet holds it
+	// evicted: the buffer budget cut this connection off to make room for
+	// another (any goroutine sets it, then asks the owner loop to act).
+	evicted atomic.Bool
 }
 
 // New prepares a server; Serve starts it.
@@ -250,7 +254,7 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 	defer s.loopsMu.Unlock()
 	l := s.loops[el]
 	if l == nil {
-		l = &loop{el: el, log: s.log}
+		l = &loop{srv: s, el: el, log: s.log}
 		s.loops[el] = l
 	}
 	return l
@@ -272,8 +276,8 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	cn.sess = s.eng.NewSession(c.Fd(), ip, cn)
 	cn.sess.SetOutputLimit(s.opts.MaxOutput)
-	cn.sess.SetBufferBudget(s.budget)
-	cn.in.Bind(s.budget)
+	cn.sess.SetBufferBudget(s.budget, cn.evict)
+	cn.in.Bind(s.budget, cn.evict)
 	c.SetContext(cn)
 	s.log.Info().Str("peer", ip).Int("fd", c.Fd()).Uint64("conn", cn.sess.ID).Msg("connection opened")
 	return nil, gnet.None
@@ -555,7 +559,11 @@ func (l *loop) Run(context.Context) error {
 	l.scheduled = false
 	l.inMu.Unlock()
 	for _, sess := range batch {
-		sess.Owner.(*conn).flush(true)
+		if cn := sess.Owner.(*conn); cn.evicted.Load() {
+			l.srv.cutEvicted(cn)
+		} else {
+			cn.flush(true)
+		}
 	}
 	clear(batch)
 	l.inMu.Lock()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gearshard/engine"
@@ -189,9 +190,16 @@ func (s *Server) serveTLSConn(c *tls.Conn) {
 	tc := &tlsConn{c: c, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
 	tc.sess = s.eng.NewSession(-1, ip, tc)
 	tc.sess.SetOutputLimit(s.opts.MaxOutput)
-	tc.sess.SetBufferBudget(s.budget)
+	// The buffer budget evicts this connection, when it holds the most, by
+	// waking the reader, which cuts it off.
+	var evicted atomic.Bool
+	evict := func() {
+		evicted.Store(true)
+		_ = c.SetReadDeadline(time.Now())
+	}
+	tc.sess.SetBufferBudget(s.budget, evict)
 	var inAcct engine.BufferAccount // what in holds, against the buffer budget
-	inAcct.Bind(s.budget)
+	inAcct.Bind(s.budget, evict)
 	defer inAcct.Set(0)
 	go tc.writer()
 	var t engine.Turn
@@ -215,6 +223,14 @@ func (s *Server) serveTLSConn(c *tls.Conn) {
 	}
 	for {
 		n, err := c.Read(read)
+		if evicted.Load() {
+			s.log.Info().Str("peer", tc.sess.Addr).Uint64("conn", tc.sess.ID).
+				Msg("buffer budget spent while this connection held the most, closing it")
+			if inAcct.Evicted() {
+				cut()
+			}
+			return
+		}
 		in = append(in, read[:n]...)
 		if err == nil && len(in) < need {
 			// A large packet is still arriving: count it, don't decode it.
