@@ -95,9 +95,9 @@ func RunSuite(ctx context.Context, sc SuiteConfig, out io.Writer) error {
 		}},
 		{title: "latency, server and load generator on separate CPUs (as a client on another host), for reference",
 			scenario: "latency", cfg: lat, a: gd("0"), b: gs(), rounds: rounds, apart: true},
-		{title: fmt.Sprintf("drain %d queued jobs", gdDrain), scenario: "drain", cfg: queue(gdDrain, 1), a: gd("0"), b: gs(), rounds: 1},
+		{title: fmt.Sprintf("drain %d queued jobs", gdDrain), scenario: "drain", cfg: queue(gdDrain, 1), a: gd("0"), b: gs(), rounds: rounds},
 		{title: fmt.Sprintf("drain %d vs %d queued jobs (gearshard)", small, big), scenario: "drain", cfg: queue(small, 1),
-			a: gs(), b: gs(), rounds: 1},
+			a: gs(), b: gs(), rounds: rounds},
 		{title: fmt.Sprintf("submit-only %d jobs", big), scenario: "submit-only", cfg: queue(big, 1), a: gd("0"), b: gs(), rounds: rounds, bars: []bar{
 			{"submit-only: enqueue rate ≥ 1.5× gearmand's", "submit_per_sec", "ratio", faster(1.5), "×"},
 			{"submit-only: memory per queued 64-byte job ≤ 300 bytes", "RSS/job", "b", cheaper(300), "bytes"},
@@ -207,26 +207,28 @@ func judge(b bar, rows []RatioRow) string {
 }
 
 // drainScaling runs the drain scenario on gearshard with a small and a
-// big queue: A is the small queue, B the big one.
+// big queue, st.rounds times: A is the small queue, B the big one.
 func drainScaling(ctx context.Context, st step, big int64) (*Comparison, error) {
 	cmp := &Comparison{Scenario: "drain", A: fmt.Sprintf("%s, %d jobs", st.a.Label, st.cfg.Jobs),
 		B: fmt.Sprintf("%s, %d jobs", st.b.Label, big)}
-	var pair [2]*Result
-	for i, n := range []int64{st.cfg.Jobs, big} {
-		srv, err := st.a.start(ctx)
-		if err != nil {
-			return nil, err
+	for range max(st.rounds, 1) {
+		var pair [2]*Result
+		for i, n := range []int64{st.cfg.Jobs, big} {
+			srv, err := st.a.start(ctx)
+			if err != nil {
+				return nil, err
+			}
+			c := st.cfg
+			c.Jobs, c.Servers, c.PID, c.Label = n, []string{srv.addr}, srv.pid, st.a.Label
+			r, err := Run(ctx, "drain", c)
+			srv.stop()
+			if r == nil {
+				return nil, err
+			}
+			pair[i] = r
 		}
-		c := st.cfg
-		c.Jobs, c.Servers, c.PID, c.Label = n, []string{srv.addr}, srv.pid, st.a.Label
-		r, err := Run(ctx, "drain", c)
-		srv.stop()
-		if r == nil {
-			return nil, err
-		}
-		pair[i] = r
+		cmp.Rounds = append(cmp.Rounds, pair)
 	}
-	cmp.Rounds = append(cmp.Rounds, pair)
 	return cmp, nil
 }
 
