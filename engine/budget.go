@@ -80,8 +80,8 @@ type BufferAccount struct {
 
 	mu      sync.Mutex
 	counted atomic.Int64 // max(0, held - BufferAllowance) as last charged; written under mu
-	evicted bool         // cut off for another connection's growth; under mu
-	refused atomic.Bool  // its last increase was refused: its owner is cutting it off; written under mu
+	out     bool         // cut off (refused or evicted): counts nothing, takes no more; under mu
+	evicted bool         // out for another connection's growth, its cut-off counted then; under mu
 }
 
 // Bind makes the account charge b, before its first use. cut, if not nil,
@@ -91,8 +91,8 @@ type BufferAccount struct {
 func (a *BufferAccount) Bind(b *BufferBudget, cut func()) { a.b, a.cut = b, cut }
 
 // Set records that the connection now holds held bytes in this direction.
-// It returns false, charging nothing, when the increase does not fit: the
-// caller cuts the connection off (and calls Cutoff once). A decrease always
+// It returns false when the increase does not fit: the connection is cut
+// off (the caller closes it and calls Cutoff once). A decrease always
 // succeeds; Set(0) gives everything back. Under the allowance before and
 // after, Set is one comparison.
 //
@@ -101,9 +101,10 @@ func (a *BufferAccount) Bind(b *BufferBudget, cut func()) { a.b, a.cut = b, cut 
 // it holds more than this account would, and is then charged in the room
 // that frees; otherwise the growing connection is the largest and is
 // refused. So connections that park just under the line cannot make an
-// honest one that grows later the one cut off. An evicted account stops
-// counting at once (its connection is on its way out: cut runs) and
-// refuses any further increase.
+// honest one that grows later the one cut off. An account cut off either
+// way gives back what it counted at once, since its connection is on its
+// way out, and takes nothing more: a connection closing is never the
+// reason another is cut off.
 func (a *BufferAccount) Set(held int) bool {
 	if held <= BufferAllowance && a.counted.Load() == 0 {
 		return true
@@ -119,7 +120,7 @@ func (a *BufferAccount) set(want int64) bool {
 	// Each eviction frees more than the increase, but other connections
 	// may take that room first: a few tries, then this one goes.
 	for range 4 {
-		if ok, evicted := a.tryCharge(want); ok || evicted {
+		if ok, out := a.tryCharge(want); ok || out {
 			return ok
 		}
 		victim := a.b.largestHolderOver(a, want)
@@ -129,21 +130,21 @@ func (a *BufferAccount) set(want int64) bool {
 		victim.evict()
 	}
 	a.mu.Lock()
-	a.refused.Store(true) // not to be evicted too: one cut-off, counted by its owner
+	a.leave()
 	a.mu.Unlock()
 	return false
 }
 
 // tryCharge charges the change to want if it fits (a decrease always
-// does), and reports whether a was evicted. A CAS, not add-then-undo, so
+// does), and reports whether a is cut off. A CAS, not add-then-undo, so
 // that a refused increase never makes another connection's fail too.
-func (a *BufferAccount) tryCharge(want int64) (ok, evicted bool) {
+func (a *BufferAccount) tryCharge(want int64) (ok, out bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	was := a.counted.Load()
-	if a.evicted {
-		return want == 0, true // it counts nothing any more, and may hold nothing more
+	if a.out {
+		return want == 0, true
 	}
+	was := a.counted.Load()
 	delta := want - was
 	for {
 		used := a.b.used.Load()
@@ -155,7 +156,6 @@ func (a *BufferAccount) tryCharge(want int64) (ok, evicted bool) {
 		}
 	}
 	a.counted.Store(want)
-	a.refused.Store(false)
 	if (was == 0) != (want == 0) {
 		a.b.mu.Lock()
 		if want == 0 {
@@ -168,41 +168,48 @@ func (a *BufferAccount) tryCharge(want int64) (ok, evicted bool) {
 	return true, false
 }
 
-// largestHolderOver is the evictable account, other than a and those
-// being cut off already, that counts the most, if that is more than want;
-// nil if there is none.
+// leave cuts the account off: it gives back what it counted and stops
+// being a holder. Caller holds a.mu.
+func (a *BufferAccount) leave() {
+	if a.out {
+		return
+	}
+	a.out = true
+	a.b.used.Add(-a.counted.Swap(0))
+	a.b.mu.Lock()
+	delete(a.b.holders, a)
+	a.b.mu.Unlock()
+}
+
+// largestHolderOver is the evictable account, other than a, that counts
+// the most, if that is more than want; nil if there is none.
 func (b *BufferBudget) largestHolderOver(a *BufferAccount, want int64) *BufferAccount {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var victim *BufferAccount
 	most := want
 	for h := range b.holders {
-		if n := h.counted.Load(); h != a && h.cut != nil && !h.refused.Load() && n > most {
+		if n := h.counted.Load(); h != a && h.cut != nil && n > most {
 			victim, most = h, n
 		}
 	}
 	return victim
 }
 
-// evict stops counting what a holds, counts the cut-off and has its
-// connection cut off; false if a was cut off already or holds nothing now.
-func (a *BufferAccount) evict() bool {
+// evict cuts a off for another connection's growth: it gives back what it
+// counted, the cut-off is counted, and its connection is cut off. Nothing
+// happens if a was cut off already.
+func (a *BufferAccount) evict() {
 	a.mu.Lock()
-	n := a.counted.Load()
-	if a.evicted || a.refused.Load() || n == 0 {
+	if a.out {
 		a.mu.Unlock()
-		return false
+		return
 	}
+	a.leave()
 	a.evicted = true
-	a.counted.Store(0)
-	a.b.used.Add(-n)
-	a.b.mu.Lock()
-	delete(a.b.holders, a)
-	a.b.mu.Unlock()
 	a.mu.Unlock()
 	a.b.countCutoff()
 	a.cut()
-	return true
 }
 
 // Bound reports whether the account charges a budget.

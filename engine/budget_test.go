@@ -25,18 +25,21 @@ func TestBufferAccount(t *testing.T) {
 	check("under the allowance", x.Set(BufferAllowance), true, 0)
 	check("past it", x.Set(BufferAllowance+600), true, 600)
 	check("the other, within the budget", y.Set(BufferAllowance+400), true, 1000)
-	check("the other, past the budget", y.Set(BufferAllowance+401), false, 1000)
-	if y.Counted() != 400 {
-		t.Fatalf("refused increase charged: %d", y.Counted())
-	}
 	check("a decrease", x.Set(BufferAllowance+100), true, 500)
-	check("now it fits", y.Set(BufferAllowance+900), true, 1000)
-	check("all back", x.Set(0), true, 900)
-	check("all back", y.Set(3), true, 0)
+	check("the other grows into the room", y.Set(BufferAllowance+900), true, 1000)
+	// Refused, y is cut off: what it counted comes back at once (it is
+	// closing), and it takes nothing more, though there is room again.
+	check("the other, past the budget", y.Set(BufferAllowance+901), false, 100)
+	if y.Counted() != 0 {
+		t.Fatalf("a refused account still counts %d", y.Counted())
+	}
+	check("a refused account takes no more", y.Set(BufferAllowance+1), false, 100)
+	check("but may give back", y.Set(0), true, 100)
 	y.Cutoff()
 	if b.Cutoffs() != 1 || cut != 1 {
 		t.Fatalf("cutoffs %d, hook %d", b.Cutoffs(), cut)
 	}
+	check("all back", x.Set(3), true, 0)
 
 	var free BufferAccount // no budget: nothing counted, nothing refused
 	check("unbound", free.Set(1<<40), true, 0)
@@ -122,40 +125,38 @@ func TestBufferBudgetEvictsLargestHolder(t *testing.T) {
 		t.Fatalf("an evicted account's close: used %d, cutoffs %d", b.Used(), b.Cutoffs())
 	}
 
-	// The grower is now the largest: growing past the budget, it goes.
+	// The grower is now the largest: growing past the budget, it goes, and
+	// gives back what it held (it is closing).
 	if set(grower, 800) { // 1100 > 1000, and mid's 300 is not more than 800
 		t.Fatal("the largest holder's increase was not refused")
 	}
-	if b.Used() != 500 || cuts["mid"] != 0 || grower.Counted() != 200 {
-		t.Fatalf("a refused increase changed things: used %d, cuts %v, grower %d", b.Used(), cuts, grower.Counted())
-	}
-	// A tie is no reason to evict: the grower would hold as much as mid.
-	if !set(grower, 300) || set(grower, 701) || cuts["mid"] != 0 {
-		t.Fatalf("tie: used %d, cuts %v", b.Used(), cuts)
+	if b.Used() != 300 || cuts["mid"] != 0 || cuts["grower"] != 0 || grower.Counted() != 0 {
+		t.Fatalf("after the refusal: used %d, cuts %v, grower %d", b.Used(), cuts, grower.Counted())
 	}
 	// Accounts bound without a way to cut them off are never evicted.
-	fixed := new(BufferAccount)
+	fixed, small := new(BufferAccount), account("small")
 	fixed.Bind(b, nil)
-	if !mid.Set(0) || !grower.Set(0) || !set(fixed, 900) || set(grower, 101) {
+	if !set(fixed, 500) || set(small, 301) || b.Used() != 800 { // only fixed holds more than 301
 		t.Fatalf("an account that cannot be cut off was evicted: used %d", b.Used())
 	}
-	if !grower.Set(0) || !fixed.Set(0) || b.Used() != 0 {
+	// A tie is no reason to evict: the newcomer would hold as much as mid.
+	tied := account("tied")
+	if set(tied, 300) || cuts["mid"] != 0 || b.Used() != 800 {
+		t.Fatalf("tie: used %d, cuts %v", b.Used(), cuts)
+	}
+	if !mid.Set(0) || !fixed.Set(0) || b.Used() != 0 {
 		t.Fatalf("all given back: used %d", b.Used())
 	}
 
-	// A connection refused is on its way out, cut off and counted by its
-	// owner: it is not evicted as well, however much it holds; the largest
-	// of the others is.
+	// A connection refused is on its way out and counts nothing from then
+	// on: it is never the reason another is evicted.
 	b = NewBufferBudget(2000, nil)
 	refused, other, next := account("refused"), account("other"), account("next")
 	if !set(refused, 1100) || set(refused, 2100) || !set(other, 500) {
 		t.Fatal("setting up a refused connection")
 	}
-	if !set(next, 450) || cuts["refused"] != 0 || cuts["other"] != 1 || b.Cutoffs() != 1 || b.Used() != 1550 {
-		t.Fatalf("a refused connection was chosen: cuts %v, cutoffs %d, used %d", cuts, b.Cutoffs(), b.Used())
-	}
-	if set(next, 901) || cuts["refused"] != 0 || b.Cutoffs() != 1 {
-		t.Fatalf("a refused connection was evicted: cuts %v, cutoffs %d", cuts, b.Cutoffs())
+	if !set(next, 1400) || cuts["refused"] != 0 || cuts["other"] != 0 || b.Cutoffs() != 0 || b.Used() != 1900 {
+		t.Fatalf("with a refused connection closing: cuts %v, cutoffs %d, used %d", cuts, b.Cutoffs(), b.Used())
 	}
 }
 
@@ -163,7 +164,7 @@ func TestBufferBudgetEvictsLargestHolder(t *testing.T) {
 // the budget's total never passes its maximum, each eviction is counted
 // and cut once, and when all have left nothing is counted.
 func TestBufferBudgetEvictionConcurrent(t *testing.T) {
-	const max, accounts, steps = 1 << 20, 16, 2000
+	const max, accounts, parked, steps = 1 << 20, 16, 4, 2000
 	var evictions atomic.Int64
 	b := NewBufferBudget(max, nil)
 	var peak atomic.Int64
@@ -171,20 +172,21 @@ func TestBufferBudgetEvictionConcurrent(t *testing.T) {
 	cuts := make([]atomic.Int32, accounts)
 	for i := range accts {
 		accts[i].Bind(b, func() { cuts[i].Add(1); evictions.Add(1) })
-		// Together they fill the budget before any moves, so that growth
-		// evicts even if the goroutines happen to run one after another.
-		if !accts[i].Set(BufferAllowance + max/accounts) {
-			t.Fatalf("account %d: the budget's share refused", i)
+		// The first four park on the whole budget, each holding more than
+		// the others ask for: the first growth of another evicts one, even
+		// if the goroutines happen to run one after another.
+		if i < parked && !accts[i].Set(BufferAllowance+max/parked) {
+			t.Fatalf("account %d: its share refused", i)
 		}
 	}
 	var wg sync.WaitGroup
-	for i := range accts {
+	for i := parked; i < accounts; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 1))
 			for range steps {
-				accts[i].Set(rng.IntN(BufferAllowance + max/4))
+				accts[i].Set(rng.IntN(BufferAllowance + max/parked)) // less than a parked one holds
 				if u := b.Used(); u > peak.Load() {
 					peak.Store(u)
 				}
@@ -193,6 +195,9 @@ func TestBufferBudgetEvictionConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	for i := range parked {
+		accts[i].Set(0)
+	}
 	for i := range cuts {
 		if n := cuts[i].Load(); n > 1 {
 			t.Errorf("account %d cut %d times", i, n)

@@ -309,8 +309,8 @@ func (o *outbox) checkLimit() {
 		o.over = true
 	}
 	// Under the allowance, as nearly always, Set is one comparison. Once
-	// over, increases are refused without counting another cut-off; the
-	// connection is on its way out and gives all back when it closes.
+	// refused, the account has given back what it counted (the connection
+	// is on its way out) and refuses increases without another cut-off.
 	if !o.acct.Set(held) && !o.over {
 		o.over, o.overBudget = true, true
 		o.acct.Cutoff()
