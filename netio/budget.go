@@ -16,8 +16,9 @@ import (
 // gets errBudget and a close, the output side the same cut-off as its own
 // output limit.
 // Whatever a connection counted is given back as its buffers drain, and
-// all of it when it closes. HTTP requests are not counted: the HTTP front
-// end bounds its bodies and headers itself.
+// all of it when it closes. An HTTP request counts its workload while it
+// arrives and its result while it is collected (ServeHTTP); it is never
+// evicted (it has a time limit of its own), and past the budget gets 503.
 
 // errBudget is what a connection whose packet in arrival would pass the
 // buffer budget is sent before the close: the code of an oversized packet,

@@ -197,6 +197,13 @@ func (h *httpJob) next(ctx context.Context) (packetCopy, error) {
 // clients: a foreground job answers with its result, a background one
 // with its handle at once.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The workload while it arrives, then the result while it is
+	// collected, count toward the buffer budget as a connection's buffers
+	// do. An HTTP request is not evicted for others (it has its own time
+	// limit), but its growth may evict a larger holder.
+	var acct engine.BufferAccount
+	acct.Bind(s.budget, nil)
+	defer acct.Set(0)
 	req, err := mapRequest(r.Method, r.RequestURI, r.Header)
 	if err == nil {
 		// The body is read to its end even where it is not the workload
@@ -204,13 +211,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// leaving, which is what releases a job nobody waits for.
 		body := http.MaxBytesReader(w, r.Body, s.httpOpts.MaxBody)
 		if r.Method == http.MethodPost || r.Method == http.MethodPut {
-			req.data, err = io.ReadAll(body)
+			req.data, err = readCounted(body, &acct)
 		} else {
 			_, err = io.Copy(io.Discard, body)
 		}
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			err = &errStatus{http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", tooBig.Limit)}
+		} else if errors.Is(err, errHTTPBudget) {
+			// The rest is read and dropped (MaxBody bounds it), so that the
+			// client gets the answer, not a reset.
+			_, _ = io.Copy(io.Discard, body)
+			err = s.httpBudgetCutoff(w, r, &acct, "the body")
 		} else if err != nil {
 			err = &errStatus{http.StatusBadRequest, "reading the body: " + err.Error()}
 		}
@@ -244,6 +256,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	submit(wire.OptionReq, []byte("exceptions"))
 	submit(req.submitType(), []byte(req.function), []byte(req.unique), req.data)
+	req.data = nil // the request packet was built from a copy
+	acct.Set(0)
 	var body []byte
 	var handle string
 	for {
@@ -275,6 +289,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				http.Error(w, "job "+handle+": result larger than "+strconv.Itoa(m)+" bytes (--max-output-bytes)", http.StatusBadGateway)
 				return
 			}
+			if !acct.Set(len(body) + len(p.fields[1])) {
+				es := s.httpBudgetCutoff(w, r, &acct, "job "+handle+"'s result")
+				http.Error(w, es.msg, es.code)
+				return
+			}
 			if p.typ == wire.WorkData {
 				body = append(body, p.fields[1]...)
 				continue
@@ -295,6 +314,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// errHTTPBudget is a request body the buffer budget has no room for.
+var errHTTPBudget = errors.New("buffer budget spent")
+
+// readCounted reads r to its end, charging what it holds to acct.
+func readCounted(r io.Reader, acct *engine.BufferAccount) ([]byte, error) {
+	data := make([]byte, 0, 512)
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := r.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if !acct.Set(len(data)) {
+			return nil, errHTTPBudget
+		}
+		if err == io.EOF {
+			return data, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// httpBudgetCutoff answers a request the buffer budget has no room for:
+// 503, and the connection closes (the rest of a body is not read).
+func (s *Server) httpBudgetCutoff(w http.ResponseWriter, r *http.Request, acct *engine.BufferAccount, what string) *errStatus {
+	acct.Cutoff()
+	w.Header().Set("Connection", "close")
+	s.log.Info().Str("peer", r.RemoteAddr).Msg("buffer budget exceeded by an HTTP request, refusing it")
+	return &errStatus{http.StatusServiceUnavailable, what + " does not fit in the server's buffer budget (--max-buffered-bytes)"}
 }
 
 // ServeHTTPFrontEnd serves the HTTP front end on l until ctx ends.

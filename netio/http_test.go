@@ -450,6 +450,68 @@ func TestHTTPResultBounded(t *testing.T) {
 	}
 }
 
+// HTTP requests share the buffer budget: a workload or a result that does
+// not fit gets 503 and nothing is left counted or queued; one that fits is
+// served; and a request's growth evicts a binary connection parked on more
+// of the budget than it needs.
+func TestHTTPBufferBudget(t *testing.T) {
+	const budget = 1 << 20
+	srv := startHTTPWith(t, netio.HTTPOptions{MaxBody: 4 << 20}, func(c *gstest.Config) {
+		c.Net.MaxBuffered = budget
+		c.Net.MaxPacket = 4 << 20
+	})
+	c := newClient(t)
+	bg := []string{"X-Gearman-Background", "true"}
+	r := wait(t, do(c, newReq(t, "POST", srv.Base+"/budget", strings.Repeat("b", 2<<20), bg...)))
+	if r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "--max-buffered-bytes") {
+		t.Fatalf("a body larger than the budget: %v, want 503", r)
+	}
+	if n := srv.Net.BufferCutoffs(); n != 1 {
+		t.Fatalf("BufferCutoffs() = %d, want 1", n)
+	}
+	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.BufferedBytes() == 0 },
+		"%d bytes still counted after the refused body", srv.Net.BufferedBytes())
+	expectNoJobs(t, srv, "budget")
+
+	// A binary connection parks most of the budget in a packet it never
+	// completes; a body that fits beside nothing else evicts it.
+	hog := gstest.Dial(t, srv.Addr)
+	hog.Write(partialEcho(1<<20, 900<<10))
+	gstest.Eventually(t, 10*time.Second, func() bool { return srv.Net.BufferedBytes() > 800<<10 },
+		"the parked packet is not counted: %d", srv.Net.BufferedBytes())
+	r = wait(t, do(c, newReq(t, "POST", srv.Base+"/budget", strings.Repeat("b", 700<<10), bg...)))
+	if r.code != http.StatusOK || r.hdr.Get("X-Gearman-Job-Handle") == "" {
+		t.Fatalf("a body that fits once the hog goes: %v, want 200 with a handle", r)
+	}
+	hog.TO = 10 * time.Second
+	expectBudgetError(t, hog, "the parked binary connection")
+	if n := srv.Net.BufferCutoffs(); n != 2 {
+		t.Fatalf("BufferCutoffs() = %d, want 2", n)
+	}
+
+	// A result is collected before it is sent: past the budget, 503.
+	w := worker(t, srv, "budget_result")
+	ch := do(c, newReq(t, "POST", srv.Base+"/budget_result", "x"))
+	h := grabExpect(t, w, "budget_result", "x")
+	chunk := strings.Repeat("d", 60<<10) // under a connection's free 64 KiB: the worker's input is never counted
+	for range 25 {                       // 1.5 MiB
+		w.Send(wire.WorkData, h, chunk)
+	}
+	if r := wait(t, ch); r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "result") {
+		t.Fatalf("a result larger than the budget: %v, want 503", r)
+	}
+	w.Send(wire.WorkComplete, h, "") // the job ends; nobody waits for it
+	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.BufferedBytes() == 0 },
+		"%d bytes still counted after the refused result", srv.Net.BufferedBytes())
+	ch = do(c, newReq(t, "POST", srv.Base+"/budget_result", "y"))
+	h = grabExpect(t, w, "budget_result", "y")
+	w.Send(wire.WorkData, h, chunk)
+	w.Send(wire.WorkComplete, h, "!")
+	if r := wait(t, ch); r.code != http.StatusOK || len(r.body) != len(chunk)+1 {
+		t.Fatalf("a result within the budget: %d, %d bytes", r.code, len(r.body))
+	}
+}
+
 // Two requests on one HTTP/1.1 connection.
 func TestHTTPKeepAlive(t *testing.T) {
 	srv := startHTTP(t, netio.HTTPOptions{})

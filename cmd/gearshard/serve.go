@@ -53,7 +53,7 @@ type ServeCmd struct {
 	MaxPacketSize     int           `default:"67108864" help:"Largest packet payload accepted, in bytes."`
 	MaxOutputBytes    int           `default:"134217728" help:"Output that may wait for one slow reader before it is cut off, in bytes."`
 	MaxQueueBytes     int64         `name:"max-queue-bytes" default:"-1" help:"Memory jobs may hold before new submissions are refused; -1 = half of physical memory, 0 = no limit."`
-	MaxBufferedBytes  int64         `name:"max-buffered-bytes" default:"-1" help:"What all connections together may hold in buffers (output for slow readers, packets still arriving) beyond 64 KiB each before the one that grows past it is cut off; -1 = a quarter of physical memory, 0 = no limit."`
+	MaxBufferedBytes  int64         `name:"max-buffered-bytes" default:"-1" help:"What all connections together may hold in buffers (output for slow readers, packets still arriving) beyond 64 KiB each; past it the connection holding the most is cut off (HTTP requests count too, and get 503); -1 = a quarter of physical memory, 0 = no limit."`
 	SSL               bool          `name:"ssl" help:"Serve the Gearman port over TLS only."`
 	SSLCAFile         string        `name:"ssl-ca-file" env:"GEARMAND_CA_CERTIFICATE" help:"CA certificates (PEM); when given, clients must present a certificate signed by one."`
 	SSLCertificate    string        `name:"ssl-certificate" env:"GEARMAND_SERVER_PEM" default:"/etc/ssl/certs/gearmand.pem" help:"Server certificate (PEM)."`
