@@ -80,6 +80,21 @@ func expectBudgetError(t *testing.T, c *gstest.Conn, who string) {
 	}
 }
 
+// expectBudgetSettled fails unless exactly cutoffs connections were cut
+// off for the budget, everything counted comes back, and the budget's use
+// never passed it.
+func expectBudgetSettled(t *testing.T, srv *netio.Server, cutoffs uint64, budget int64, peak func() int64) {
+	t.Helper()
+	if n := srv.BufferCutoffs(); n != cutoffs {
+		t.Fatalf("BufferCutoffs() = %d, want %d", n, cutoffs)
+	}
+	gstest.Eventually(t, 5*time.Second, func() bool { return srv.BufferedBytes() == 0 },
+		"%d bytes still counted after the cut-offs", srv.BufferedBytes())
+	if p := peak(); p > budget {
+		t.Fatalf("the budget's use peaked at %d, past %d", p, budget)
+	}
+}
+
 // Packets still arriving share --max-buffered-bytes: a connection whose
 // packet grows past what is left, holding more than any other, gets an
 // ERROR and is closed, everyone else is served, and a connection that
@@ -262,16 +277,9 @@ func TestBufferBudgetEvictsLargestInput(t *testing.T) {
 	if p := honest.Expect(wire.EchoRes); !bytes.Equal([]byte(p.Fields[0]), msg) {
 		t.Fatalf("the honest echo came back as %d bytes", len(p.Fields[0]))
 	}
-	if n := srv.Net.BufferCutoffs(); n != 1 {
-		t.Fatalf("BufferCutoffs() = %d, want 1", n)
-	}
-	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.BufferedBytes() == 0 },
-		"%d bytes still counted after the eviction and the echo", srv.Net.BufferedBytes())
+	expectBudgetSettled(t, srv.Net, 1, budget, peak)
 	honest.Send(wire.EchoReq, "still")
 	honest.Expect(wire.EchoRes, "still")
-	if p := peak(); p > budget {
-		t.Fatalf("the budget's use peaked at %d, past %d", p, budget)
-	}
 }
 
 // The same for output: a client that asked for replies and reads none,
@@ -324,14 +332,7 @@ func TestBufferBudgetEvictsLargestOutput(t *testing.T) {
 			break
 		}
 	}
-	if n := srv.Net.BufferCutoffs(); n != 1 {
-		t.Fatalf("BufferCutoffs() = %d, want 1", n)
-	}
-	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.BufferedBytes() == 0 },
-		"%d bytes still counted after the eviction and the echo", srv.Net.BufferedBytes())
-	if p := peak(); p > budget {
-		t.Fatalf("the budget's use peaked at %d, past %d", p, budget)
-	}
+	expectBudgetSettled(t, srv.Net, 1, budget, peak)
 }
 
 // Output counted while gnet holds it is given back once the reader has
