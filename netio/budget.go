@@ -53,9 +53,14 @@ func (s *Server) cutEvicted(cn *conn) {
 		l.turn.SendProtocolError(cn.sess, errBudget)
 		s.flush(l)
 	}
-	s.log.Info().Str("peer", cn.sess.Addr).Uint64("conn", cn.sess.ID).Int64("input", int64(cn.c.InboundBuffered())).
-		Msg("buffer budget spent while this connection held the most, closing it")
+	s.logEvicted(cn.sess)
 	_ = cn.c.Close()
+}
+
+// logEvicted logs the cut-off of a connection the buffer budget evicted.
+func (s *Server) logEvicted(sess *engine.Session) {
+	s.log.Info().Str("peer", sess.Addr).Uint64("conn", sess.ID).
+		Msg("buffer budget spent while this connection held the most, closing it")
 }
 
 // budgetCutoff logs budget cut-offs, one line a second at most: a flood

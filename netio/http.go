@@ -340,8 +340,8 @@ func readCounted(r io.Reader, acct *engine.BufferAccount) ([]byte, error) {
 	}
 }
 
-// httpBudgetCutoff answers a request the buffer budget has no room for:
-// 503, and the connection closes (the rest of a body is not read).
+// httpBudgetCutoff counts and logs a request the buffer budget has no
+// room for, and returns its answer: 503, and the connection closes.
 func (s *Server) httpBudgetCutoff(w http.ResponseWriter, r *http.Request, acct *engine.BufferAccount, what string) *errStatus {
 	acct.Cutoff()
 	w.Header().Set("Connection", "close")

@@ -224,8 +224,7 @@ func (s *Server) serveTLSConn(c *tls.Conn) {
 	for {
 		n, err := c.Read(read)
 		if evicted.Load() {
-			s.log.Info().Str("peer", tc.sess.Addr).Uint64("conn", tc.sess.ID).
-				Msg("buffer budget spent while this connection held the most, closing it")
+			s.logEvicted(tc.sess)
 			if inAcct.Evicted() {
 				cut()
 			}
