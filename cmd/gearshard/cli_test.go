@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,8 +16,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/alecthomas/kong"
 
 	"gearshard/netio/gstest"
 	"gearshard/wire"
@@ -66,6 +65,10 @@ func TestCLIRun(t *testing.T) {
 		{args: "--metrics-max-functions 0", code: 2, stderr: "gearshard: --metrics-max-functions 0: must be at least 1\n"},
 		{args: "--metrics-listen 127.0.0.1:99999", code: 1, stderr: "gearshard: metrics and dashboard: listen tcp: address 99999: invalid port\n"},
 
+		// gearmand's hidden --check-args: the options are checked, nothing runs.
+		{args: "--check-args -p 0 -j 3 -d -u nobody", code: 0},
+		{args: "--check-args -j 300", code: 2, stderr: "gearshard: --job-retries 300: must be 0..255\n"},
+
 		{args: "--help", code: 0, stdout: "Usage: gearshard <command>", prefix: true},
 	} {
 		t.Run(c.args, func(t *testing.T) {
@@ -85,7 +88,7 @@ func TestCLIRun(t *testing.T) {
 func parseServe(t *testing.T, args ...string) ServeCmd {
 	t.Helper()
 	var cli CLI
-	parser, err := kong.New(&cli, kong.Name("gearshard"), kong.Exit(func(int) { t.Fatalf("parser exited on %q", args) }))
+	parser, err := newParser(&cli, io.Discard, io.Discard, func(int) { t.Fatalf("parser exited on %q", args) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,17 +114,18 @@ func TestCLIFlagNames(t *testing.T) {
 		KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
 		HashtableBuckets: 991, MaxPacketSize: 64 << 20, MaxOutputBytes: 128 << 20,
 		MaxQueueBytes: -1, MaxBufferedBytes: -1, HTTPPort: 8080, SSLCertificate: "/etc/ssl/certs/gearmand.pem", SSLKey: "/etc/ssl/certs/gearmand.key", HTTPMaxBody: 16 << 20, HTTPMaxHeader: 16 << 10, HTTPReadTimeout: 30 * time.Second,
-		MetricsMaxFuncs: 1000,
+		MetricsMaxFuncs: 1000, ConfigFile: "/etc/gearmand.conf",
 	}
 	if !equalServe(def, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", def, want)
 	}
 
-	got := parseServe(t, strings.Fields("-p 0 -L 127.0.0.1 -t 2 -j 3 -w 1 -R --verbose INFO -V -b 7 -l none -P /p -f 9 -q BUILTIN")...)
+	got := parseServe(t, strings.Fields("-p 0 -L 127.0.0.1 -t 2 -j 3 -w 1 -R --verbose INFO -V -b 7 -l none -P /p -f 9 -q BUILTIN -d -u gearman")...)
 	want = def
 	want.Port, want.Listen, want.Threads, want.JobRetries, want.WorkerWakeup = 0, "127.0.0.1", 2, 3, 1
 	want.RoundRobin, want.Verbose, want.Version = true, "INFO", true
 	want.Backlog, want.LogFile, want.PidFile, want.FileDescriptors, want.QueueType = 7, "none", "/p", 9, "BUILTIN"
+	want.Daemon, want.User = true, "gearman"
 	if !equalServe(got, want) {
 		t.Errorf("gearmand flags:\n got %+v\nwant %+v", got, want)
 	}

@@ -33,7 +33,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alecthomas/kong"
 	"github.com/rs/zerolog"
 
 	"gearshard/netio/gstest"
@@ -49,7 +48,7 @@ const (
 // set: every field at its kong default tag, as parsed by kong itself.
 func testServeCmd() ServeCmd {
 	var cli CLI
-	parser, err := kong.New(&cli, kong.Name("gearshard"), kong.Exit(func(int) {}))
+	parser, err := newParser(&cli, io.Discard, io.Discard, func(int) {})
 	if err != nil {
 		panic(err)
 	}

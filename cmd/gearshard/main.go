@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 
 	"github.com/alecthomas/kong"
 )
@@ -38,27 +39,12 @@ func main() {
 const exitUsage = 2
 
 // run parses args and runs the selected command, returning the exit code.
-func run(args []string, stdout, stderr io.Writer) (code int) {
-	var cli CLI
-	exited := false
-	parser, err := kong.New(&cli,
-		kong.Name("gearshard"),
-		kong.Description("A Gearman job server: gearmand's protocol, admin commands and flags, on every core."),
-		kong.UsageOnError(),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(c int) { exited, code = true, c }),
-		// -h is the host in the client tools, as in gearadmin and gearman;
-		// help is --help.
-		kong.PostBuild(func(k *kong.Kong) error {
-			k.Model.HelpFlag.Short = 0
-			return nil
-		}),
-	)
+func run(given []string, stdout, stderr io.Writer) int {
+	args, err := withConfigFile(given)
 	if err != nil {
-		fmt.Fprintln(stderr, "gearshard:", err)
-		return 1
+		return report(stderr, err)
 	}
-	ctx, err := parser.Parse(args)
+	ctx, exited, code, err := parse(args, stdout, stderr)
 	if exited {
 		return code // --help or -V printed and asked to exit
 	}
@@ -67,17 +53,66 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		return exitUsage
 	}
 	ctx.Bind(&stdio{Out: stdout, Err: stderr})
+	ctx.Bind(invocation(given))
 	if err := ctx.Run(); err != nil {
-		var ue usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintln(stderr, "gearshard:", err)
-			return exitUsage
-		}
-		fmt.Fprintln(stderr, "gearshard:", err)
-		return 1
+		return report(stderr, err)
 	}
 	return 0
 }
+
+// report prints a command's error and returns its exit code.
+func report(stderr io.Writer, err error) int {
+	var status exitStatus
+	if errors.As(err, &status) {
+		return int(status) // reported already, by a daemon's child
+	}
+	fmt.Fprintln(stderr, "gearshard:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return 1
+}
+
+// parse parses a command line; exited reports that --help or -V printed
+// and asked to exit with code.
+func parse(args []string, stdout, stderr io.Writer) (ctx *kong.Context, exited bool, code int, err error) {
+	var cli CLI
+	parser, err := newParser(&cli, stdout, stderr, func(c int) { exited, code = true, c })
+	if err != nil {
+		return nil, false, 0, err
+	}
+	ctx, err = parser.Parse(args)
+	return ctx, exited, code, err
+}
+
+// newParser is gearshard's command-line parser, filling cli; exit is
+// called where a parser would exit (after --help or -V).
+func newParser(cli *CLI, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	return kong.New(cli,
+		kong.Name("gearshard"),
+		kong.Description("A Gearman job server: gearmand's protocol, admin commands and flags, on every core."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
+		kong.Vars{"default_config_file": defaultConfigFile},
+		// -h is the host in the client tools, as in gearadmin and gearman;
+		// help is --help.
+		kong.PostBuild(func(k *kong.Kong) error {
+			k.Model.HelpFlag.Short = 0
+			return nil
+		}),
+	)
+}
+
+// invocation is the command line run was given, for a daemon to start its
+// child with (which reads the config file itself).
+type invocation []string
+
+// exitStatus ends run with this code and no message of its own.
+type exitStatus int
+
+func (e exitStatus) Error() string { return "exit status " + strconv.Itoa(int(e)) }
 
 // usageError is a flag value the parser accepted but the command cannot
 // use; it exits like a parse error.

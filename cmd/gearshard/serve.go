@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/syslog"
 	"net"
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -62,6 +64,12 @@ type ServeCmd struct {
 	MetricsListen     string        `name:"metrics-listen" placeholder:"ADDR" help:"Serve Prometheus metrics (/metrics), the stats as JSON (/api/stats) and a live dashboard (/) on host:port; off by default."`
 	MetricsMaxFuncs   int           `name:"metrics-max-functions" default:"1000" help:"Functions with metrics of their own; later names are summed under function=\"_other_\"."`
 	Version           bool          `short:"V" help:"Print the version and exit."`
+	Daemon            bool          `short:"d" help:"Run in the background: the command returns once the server is ready, or with its error."`
+	User              string        `short:"u" help:"Switch to this user (root only) before the pid file, log file, queue and ports are opened."`
+	ConfigFile        string        `name:"config-file" default:"${default_config_file}" help:"Options to read before the command line's, separated by white space; the command line wins. The default file is read when it exists."`
+	Syslog            bool          `help:"Log to syslog too (as gearshard, facility user)."`
+	Coredump          bool          `help:"On a crash, abort and dump core instead of printing a stack trace and exiting."`
+	CheckArgs         bool          `name:"check-args" hidden:"" help:"Check the options and exit."`
 	QueueFlags        `embed:""`
 	CPUProfile        string `hidden:"" help:"Write a CPU profile here until shutdown (development)."`
 
@@ -110,7 +118,7 @@ func (c *ServeCmd) validate() error {
 
 // Run starts the server and blocks until it is stopped by a signal or the
 // admin "shutdown" command.
-func (c *ServeCmd) Run(std *stdio) error {
+func (c *ServeCmd) Run(std *stdio, args invocation) error {
 	if c.Version {
 		fmt.Fprintf(std.Out, "gearshard %s\n", Version)
 		return nil
@@ -118,11 +126,15 @@ func (c *ServeCmd) Run(std *stdio) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	log, reopenLog, closeLog, err := openLog(c.LogFile, levels[strings.ToUpper(c.Verbose)])
-	if err != nil {
-		return err
+	if c.CheckArgs {
+		return nil
 	}
-	defer closeLog()
+	ready := daemonChild()
+	if c.Daemon && ready == nil {
+		return daemonize(args)
+	}
+	// gearmand's order: descriptors while still root, then the user, then
+	// everything the server opens, as that user.
 	c.gcPercent, c.memoryLimit = tuneGC(os.Getenv)
 	if c.FileDescriptors > 0 {
 		lim := syscall.Rlimit{Cur: uint64(c.FileDescriptors), Max: uint64(c.FileDescriptors)}
@@ -130,6 +142,23 @@ func (c *ServeCmd) Run(std *stdio) error {
 			return fmt.Errorf("--file-descriptors %d: %w", c.FileDescriptors, err)
 		}
 	}
+	if c.User != "" {
+		if err := switchUser(c.User); err != nil {
+			return err
+		}
+	}
+	if c.Coredump {
+		debug.SetTraceback("crash")
+	}
+	var toSyslog func() (*syslog.Writer, error)
+	if c.Syslog {
+		toSyslog = localSyslog
+	}
+	log, reopenLog, closeLog, err := openLog(c.LogFile, levels[strings.ToUpper(c.Verbose)], toSyslog)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	if c.PidFile != "" {
 		if err := os.WriteFile(c.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			return fmt.Errorf("--pid-file: %w", err)
@@ -154,6 +183,13 @@ func (c *ServeCmd) Run(std *stdio) error {
 	srv, err := c.start(log)
 	if err != nil {
 		return err
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			srv.shutdown(false)
+			_ = srv.wait()
+			return err
+		}
 	}
 	go func() {
 		for sig := range sigs {
@@ -379,28 +415,57 @@ func closeStore(st engine.Store, log zerolog.Logger) {
 	}
 }
 
-// openLog opens the log destination: "stderr", "none" or a file. For a
-// file, reopen (on SIGHUP, as gearmand) starts a new file at the same
-// path, for log rotation.
-func openLog(dest string, level zerolog.Level) (log zerolog.Logger, reopen func() error, closeFn func(), err error) {
-	var w io.Writer
-	reopen, closeFn = func() error { return nil }, func() {}
+// openLog opens the log destination: "stderr", "none" or a file, and the
+// syslog that toSyslog connects to, if given. For a file, reopen (on
+// SIGHUP, as gearmand) starts a new file at the same path, for log rotation.
+func openLog(dest string, level zerolog.Level, toSyslog func() (*syslog.Writer, error)) (log zerolog.Logger, reopen func() error, closeFn func(), err error) {
+	var writers []io.Writer
+	reopen = func() error { return nil }
+	var closers []func()
 	switch strings.ToLower(dest) {
 	case "none":
-		return zerolog.Nop(), reopen, closeFn, nil
 	case "stderr", "":
-		w = os.Stderr
+		var w io.Writer = os.Stderr
 		if isatty.IsTerminal(os.Stderr.Fd()) {
 			w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339}
 		}
+		writers = append(writers, w)
 	default:
 		lf := &logFile{path: dest}
 		if err := lf.reopen(); err != nil {
 			return zerolog.Logger{}, nil, nil, fmt.Errorf("--log-file: %w", err)
 		}
-		w, reopen, closeFn = lf, lf.reopen, lf.close
+		writers, reopen, closers = append(writers, lf), lf.reopen, append(closers, lf.close)
 	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), reopen, closeFn, nil
+	var syslogErr error
+	if toSyslog != nil {
+		// Like gearmand's openlog, a missing syslog daemon is not fatal: the
+		// other destination says so, and the server runs.
+		if sw, err := toSyslog(); err != nil {
+			syslogErr = err
+		} else {
+			writers, closers = append(writers, zerolog.SyslogLevelWriter(sw)), append(closers, func() { sw.Close() })
+		}
+	}
+	closeFn = func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	if len(writers) == 0 {
+		return zerolog.Nop(), reopen, closeFn, nil
+	}
+	log = zerolog.New(zerolog.MultiLevelWriter(writers...)).Level(level).With().Timestamp().Logger()
+	if syslogErr != nil {
+		log.Warn().Err(syslogErr).Msg("--syslog: no syslog to log to")
+	}
+	return log, reopen, closeFn, nil
+}
+
+// localSyslog connects to the local syslog daemon, as gearmand's openlog:
+// facility user, the process ID in every line.
+func localSyslog() (*syslog.Writer, error) {
+	return syslog.New(syslog.LOG_USER|syslog.LOG_INFO, "gearshard")
 }
 
 // logFile is a log file that can be reopened while in use.

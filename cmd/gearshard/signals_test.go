@@ -45,9 +45,17 @@ type proc struct {
 // address from its "gearshard ready" log line.
 func startProcess(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startProcessAs(t, nil, args...)
+}
+
+// startProcessAs is startProcess with the process's credentials given
+// (nil: the test's own).
+func startProcessAs(t *testing.T, cred *syscall.Credential, args ...string) *proc {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	cmd := exec.CommandContext(ctx, gearshardBinary(t),
 		append([]string{"-L", "127.0.0.1", "-p", "0", "-l", "stderr", "--verbose", "INFO"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
