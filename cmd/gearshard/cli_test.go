@@ -276,16 +276,22 @@ func readyAddr(logFile string) string {
 	return ""
 }
 
-// TestCLIRunErrors covers failures after parsing: they exit 1 with the
-// cause on stderr.
-func TestCLIRunErrors(t *testing.T) {
-	t.Parallel()
+// busyPort returns a loopback port that is taken until the test ends.
+func busyPort(t *testing.T) int {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	busy := l.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { l.Close() })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestCLIRunErrors covers failures after parsing: they exit 1 with the
+// cause on stderr.
+func TestCLIRunErrors(t *testing.T) {
+	t.Parallel()
+	busy := busyPort(t)
 	missing := filepath.Join(t.TempDir(), "no", "such")
 	for _, c := range []struct {
 		args, stderr string

@@ -47,6 +47,46 @@ func stopDaemon(t *testing.T, pid int) {
 	gstest.Eventually(t, waitTimeout, func() bool { return !running(pid) }, "daemon %d still running after SIGTERM", pid)
 }
 
+// runDaemon runs a command that starts a detached server with pidFile,
+// and returns its output, the PID the file names (0 if none) and its
+// error; the server is killed when the test ends, if still running. A
+// server that kept the command's output open would hold it up; it fails
+// the test instead (exec.ErrWaitDelay).
+func runDaemon(t *testing.T, pidFile, name string, args ...string) (out []byte, pid int, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.WaitDelay = 5 * time.Second
+	out, err = cmd.CombinedOutput()
+	b, _ := os.ReadFile(pidFile)
+	pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	t.Cleanup(func() {
+		if pid > 0 && running(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	if err == nil && cmd.Process.Pid == pid {
+		t.Errorf("the pid file names the command (%d), not the server it left running", pid)
+	}
+	return out, pid, err
+}
+
+// sharedDir is a directory that a server switched to another user (-u)
+// can write its pid and log files in.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gearshard-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // TestDaemonReturnsWhenReady starts the server the way Debian's service
 // does (`--pid-file=... --listen=... --daemon --log-file=...`, Type=forking):
 // the command must return 0 only once the pid file names a server that
@@ -55,29 +95,13 @@ func TestDaemonReturnsWhenReady(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	pidFile, logFile := filepath.Join(dir, "gearmand.pid"), filepath.Join(dir, "gearmand.log")
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, gearshardBinary(t), "--pid-file="+pidFile, "--listen=127.0.0.1", "--port=0",
+	out, pid, err := runDaemon(t, pidFile, gearshardBinary(t), "--pid-file="+pidFile, "--listen=127.0.0.1", "--port=0",
 		"--daemon", "--log-file="+logFile, "--verbose=INFO")
-	// A server that kept the command's output open would hold it up; it
-	// fails the test instead (ErrWaitDelay).
-	cmd.WaitDelay = 5 * time.Second
-	out, runErr := cmd.CombinedOutput()
-	b, err := os.ReadFile(pidFile)
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	t.Cleanup(func() {
-		if pid > 0 && running(pid) {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
-	if runErr != nil || len(out) > 0 {
-		t.Fatalf("gearshard --daemon: %v, output %q; want exit 0 and no output", runErr, out)
+	if err != nil || len(out) > 0 {
+		t.Fatalf("gearshard --daemon: %v, output %q; want exit 0 and no output", err, out)
 	}
-	if err != nil || pid <= 0 {
-		t.Fatalf("pid file when --daemon returned: %q, %v", b, err)
-	}
-	if pid == cmd.Process.Pid || !running(pid) {
-		t.Fatalf("pid file names %d (the command was %d, running %v); want the live server", pid, cmd.Process.Pid, running(pid))
+	if pid <= 0 || !running(pid) {
+		t.Fatalf("pid file names %d (running %v) when --daemon returned; want the live server", pid, running(pid))
 	}
 	addr := readyAddr(logFile)
 	if addr == "" {
@@ -112,39 +136,23 @@ func TestDebianInitScript(t *testing.T) {
 		t.Fatalf("start-stop-daemon (Debian's dpkg) not found: %v", err)
 	}
 	bin := gearshardBinary(t)
-	dir, err := os.MkdirTemp("", "gearshard-init")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	dir := sharedDir(t)
 	pidFile, logFile := filepath.Join(dir, "gearmand.pid"), filepath.Join(dir, "gearmand.log")
 	args := []string{"--start", "--exec", bin, "--", "--pid-file=" + pidFile}
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=nobody")
 	}
 	args = append(args, "--listen=127.0.0.1", "--port=0", "--daemon", "--log-file="+logFile, "--verbose=INFO")
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	start := exec.CommandContext(ctx, ssd, args...)
-	start.WaitDelay = 5 * time.Second
-	out, err := start.CombinedOutput()
-	b, _ := os.ReadFile(pidFile)
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	t.Cleanup(func() {
-		if pid > 0 && running(pid) {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	out, pid, err := runDaemon(t, pidFile, ssd, args...)
 	if err != nil || pid <= 0 {
-		t.Fatalf("start-stop-daemon --start: %v, output %q, pid file %q", err, out, b)
+		t.Fatalf("start-stop-daemon --start: %v, output %q, pid %d", err, out, pid)
 	}
 	c := gstest.Dial(t, readyAddr(logFile))
 	c.Send(wire.EchoReq, "init.d")
 	c.Expect(wire.EchoRes, "init.d")
 
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
 	stop := exec.CommandContext(ctx, ssd, "--stop", "--oknodo", "--exec", bin, "--pidfile", pidFile)
 	if out, err := stop.CombinedOutput(); err != nil {
 		t.Fatalf("start-stop-daemon --stop: %v, output %q", err, out)
@@ -157,12 +165,7 @@ func TestDebianInitScript(t *testing.T) {
 // parent does with its child's.
 func TestDaemonReportsChildError(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	port := strconv.Itoa(busyPort(t))
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, gearshardBinary(t), "-d", "-L", "127.0.0.1", "-p", port, "-l", "none")
@@ -192,16 +195,7 @@ func TestSwitchUser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the test needs the user nobody: %v", err)
 	}
-	// A directory the user can write its pid file in.
-	dir, err := os.MkdirTemp("", "gearshard-user")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	pidFile := filepath.Join(dir, "gearshard.pid")
+	pidFile := filepath.Join(sharedDir(t), "gearshard.pid")
 	// Started as root with a supplementary group, which -u must drop too.
 	p := startProcessAs(t, &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{4}}, "-u", "nobody", "-P", pidFile)
 	pid := p.cmd.Process.Pid
