@@ -62,8 +62,9 @@ func daemonChild() func() error {
 	}
 	os.Unsetenv(daemonReadyEnv)
 	n, err := strconv.Atoi(fd)
-	if err != nil {
-		return func() error { return fmt.Errorf("%s=%q: not a descriptor", daemonReadyEnv, fd) }
+	var st unix.Stat_t
+	if err != nil || unix.Fstat(n, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return nil // not our parent's pipe: a variable set by hand
 	}
 	pipe := os.NewFile(uintptr(n), "daemon-ready")
 	return func() error {
