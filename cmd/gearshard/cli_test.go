@@ -47,8 +47,10 @@ func TestCLIRun(t *testing.T) {
 		{args: "extra", code: 2, stderr: "gearshard: unexpected argument extra\n"},
 		{args: "-p abc", code: 2, stderr: "gearshard: --port: expected a valid 64 bit int but got \"abc\"\n"},
 		{args: "--verbose LOUD", code: 2, stderr: `gearshard: --verbose must be one of "FATAL","ALERT","CRITICAL","ERROR","WARNING","NOTICE","INFO","DEBUG" but got "LOUD"` + "\n"},
-		{args: "-j 300", code: 2, stderr: "gearshard: --job-retries 300: must be 0..255\n"},
-		{args: "--job-retries=-1", code: 2, stderr: "gearshard: --job-retries -1: must be 0..255\n"},
+		{args: "-j 300", code: 2, stderr: "gearshard: --job-retries 300: must be 0..255, or -1 (no limit, as 0)\n"},
+		{args: "--job-retries=-2", code: 2, stderr: "gearshard: --job-retries -2: must be 0..255, or -1 (no limit, as 0)\n"},
+		// gearmand's current source spells "no limit" -1 (1.1.20 takes it too).
+		{args: "--check-args --job-retries=-1", code: 0},
 		// A negative value after a short flag reads as a flag: the parser says how to write it.
 		{args: "-j -1", code: 2, stderr: "gearshard: --job-retries: expected int value but got \"-1\" (short flag); perhaps try --job-retries=\"-1\"?\n"},
 		{args: "-p 70000", code: 2, stderr: "gearshard: --port 70000: must be 0..65535\n"},
@@ -67,7 +69,7 @@ func TestCLIRun(t *testing.T) {
 
 		// gearmand's hidden --check-args: the options are checked, nothing runs.
 		{args: "--check-args -p 0 -j 3 -d -u nobody", code: 0},
-		{args: "--check-args -j 300", code: 2, stderr: "gearshard: --job-retries 300: must be 0..255\n"},
+		{args: "--check-args -j 300", code: 2, stderr: "gearshard: --job-retries 300: must be 0..255, or -1 (no limit, as 0)\n"},
 
 		{args: "--help", code: 0, stdout: "Usage: gearshard <command>", prefix: true},
 	} {

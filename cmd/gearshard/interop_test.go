@@ -679,31 +679,19 @@ func TestInteropStatusForwarding(t *testing.T) {
 }
 
 // TestInteropWorkerKilled kills -9 a Perl worker holding a foreground job.
-// By default the job is requeued and a second worker completes it for the
-// waiting client; with JobRetries 1 the client gets a failure instead.
+// By default (and with -j -1, gearmand's newer "no limit") the job is
+// requeued and a second worker completes it for the waiting client; with
+// JobRetries 1 the client gets a failure instead.
 func TestInteropWorkerKilled(t *testing.T) {
 	t.Parallel()
 	requirePeers(t, "gearman", "perl")
 
-	t.Run("requeue", func(t *testing.T) {
-		t.Parallel()
-		ts := startServer(t, nil)
-		victim := ts.perlWorker(t, "victim", "block", "killfn")
-		c := background(t, nil, "gearman", ts.hp("-f", "killfn", "payload")...)
-		victim.waitStdout(t, "start killfn payload\n")
-		ts.waitStatus(t, "killfn", 1, 1, 1)
-
-		victim.kill9(t)
-		ts.waitAdmin(t, "status", "killfn\t1\t0\t0\n.\n")
-		if got := ts.admin("show jobs"); !regexp.MustCompile(`^H:it:[1-9][0-9]*\t1\t0\t0\n\.\n$`).MatchString(got) {
-			t.Fatalf("show jobs after the worker died: %q; want one job with 1 retry", got)
-		}
-
-		rescuer := ts.perlWorker(t, "rescuer", "echo", "killfn")
-		c.expectExit(t, 0, "done:payload", "")
-		rescuer.waitStdout(t, "start killfn payload\nend killfn payload\n")
-		ts.waitAdmin(t, "status", "killfn\t0\t0\t1\n.\n")
-	})
+	for _, retries := range []int{0, -1} {
+		t.Run("requeue"+strconv.Itoa(retries), func(t *testing.T) {
+			t.Parallel()
+			testRequeueAfterKill(t, startServer(t, func(c *ServeCmd) { c.JobRetries = retries }))
+		})
+	}
 
 	t.Run("retries1", func(t *testing.T) {
 		t.Parallel()
@@ -728,6 +716,26 @@ func TestInteropWorkerKilled(t *testing.T) {
 		p.expectExit(t, 1, "fail\n", "")
 		ts.waitAdmin(t, "status", "retryfn\t0\t0\t0\n.\n")
 	})
+}
+
+// testRequeueAfterKill: a job whose worker is killed is requeued, with one
+// retry counted, and a second worker completes it for the waiting client.
+func testRequeueAfterKill(t *testing.T, ts *testServer) {
+	victim := ts.perlWorker(t, "victim", "block", "killfn")
+	c := background(t, nil, "gearman", ts.hp("-f", "killfn", "payload")...)
+	victim.waitStdout(t, "start killfn payload\n")
+	ts.waitStatus(t, "killfn", 1, 1, 1)
+
+	victim.kill9(t)
+	ts.waitAdmin(t, "status", "killfn\t1\t0\t0\n.\n")
+	if got := ts.admin("show jobs"); !regexp.MustCompile(`^H:it:[1-9][0-9]*\t1\t0\t0\n\.\n$`).MatchString(got) {
+		t.Fatalf("show jobs after the worker died: %q; want one job with 1 retry", got)
+	}
+
+	rescuer := ts.perlWorker(t, "rescuer", "echo", "killfn")
+	c.expectExit(t, 0, "done:payload", "")
+	rescuer.waitStdout(t, "start killfn payload\nend killfn payload\n")
+	ts.waitAdmin(t, "status", "killfn\t0\t0\t1\n.\n")
 }
 
 // TestInteropLargePayload moves 1 MiB each way through the gearman CLI,

@@ -32,7 +32,7 @@ type ServeCmd struct {
 	Threads           int           `short:"t" default:"0" help:"Event loops (I/O threads); 0 means one per core."`
 	Shards            int           `default:"0" help:"Job state shards; 0 means one per event loop."`
 	Backlog           int           `short:"b" default:"32" help:"Number of backlog connections for listen."`
-	JobRetries        int           `short:"j" default:"0" help:"Fail a job after this many worker losses (0 = retry forever)."`
+	JobRetries        int           `short:"j" default:"0" help:"Fail a job after this many worker losses (0 = retry forever; -1, as gearmand's current source spells it, too)."`
 	RoundRobin        bool          `short:"R" help:"Accepted for gearmand compatibility: workers are always served round-robin across their functions."`
 	WorkerWakeup      int           `short:"w" default:"0" help:"Workers to wake (NOOP) per queued job; 0 wakes all."`
 	JobHandlePrefix   string        `default:"" help:"Job handle prefix (default: H:<hostname>)."`
@@ -94,8 +94,8 @@ func (c *ServeCmd) validate() error {
 		return usagef("--threads %d: must be >= 0", c.Threads)
 	case c.Shards < 0:
 		return usagef("--shards %d: must be >= 0", c.Shards)
-	case c.JobRetries < 0 || c.JobRetries > 255:
-		return usagef("--job-retries %d: must be 0..255", c.JobRetries)
+	case c.JobRetries < -1 || c.JobRetries > 255:
+		return usagef("--job-retries %d: must be 0..255, or -1 (no limit, as 0)", c.JobRetries)
 	case c.WorkerWakeup < 0:
 		return usagef("--worker-wakeup %d: must be >= 0", c.WorkerWakeup)
 	case c.MaxPacketSize < 1024:
@@ -240,7 +240,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		MaxQueueBytes: c.maxQueueBytes(),
 		Shards:        shards,
 		HandlePrefix:  c.JobHandlePrefix,
-		JobRetries:    c.JobRetries,
+		JobRetries:    max(c.JobRetries, 0), // -1: no limit, as 0
 		WorkerWakeup:  c.WorkerWakeup,
 		Exceptions:    c.Exceptions,
 		Log:           log,
