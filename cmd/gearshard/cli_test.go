@@ -72,6 +72,9 @@ func TestCLIRun(t *testing.T) {
 		{args: "--check-args -j 300", code: 2, stderr: "gearshard: --job-retries 300: must be 0..255, or -1 (no limit, as 0)\n"},
 
 		{args: "--help", code: 0, stdout: "Usage: gearshard <command>", prefix: true},
+		// gearmand -h is its help; the client tools keep -h for the host.
+		{args: "-h", code: 0, stdout: "Usage: gearshard serve [flags]", prefix: true},
+		{args: "-p 0 -h", code: 0, stdout: "Usage: gearshard serve [flags]", prefix: true},
 	} {
 		t.Run(c.args, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

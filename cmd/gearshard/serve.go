@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
@@ -64,6 +65,7 @@ type ServeCmd struct {
 	MetricsListen     string        `name:"metrics-listen" placeholder:"ADDR" help:"Serve Prometheus metrics (/metrics), the stats as JSON (/api/stats) and a live dashboard (/) on host:port; off by default."`
 	MetricsMaxFuncs   int           `name:"metrics-max-functions" default:"1000" help:"Functions with metrics of their own; later names are summed under function=\"_other_\"."`
 	Version           bool          `short:"V" help:"Print the version and exit."`
+	ShortHelp         bool          `short:"h" name:"h-help" hidden:"" help:"Show help, as gearmand -h (the client tools take -h as the host)."`
 	Daemon            bool          `short:"d" help:"Run in the background: the command returns once the server is ready, or with its error."`
 	User              string        `short:"u" help:"Switch to this user (root only) before the pid file, log file, queue and ports are opened."`
 	ConfigFile        string        `name:"config-file" default:"${default_config_file}" help:"Options to read before the command line's, separated by white space; the command line wins. The default file is read when it exists."`
@@ -118,10 +120,13 @@ func (c *ServeCmd) validate() error {
 
 // Run starts the server and blocks until it is stopped by a signal or the
 // admin "shutdown" command.
-func (c *ServeCmd) Run(std *stdio, args invocation) error {
+func (c *ServeCmd) Run(std *stdio, args invocation, kctx *kong.Context) error {
 	if c.Version {
 		fmt.Fprintf(std.Out, "gearshard %s\n", Version)
 		return nil
+	}
+	if c.ShortHelp {
+		return kctx.PrintUsage(false)
 	}
 	if err := c.validate(); err != nil {
 		return err
