@@ -97,7 +97,7 @@ func newParser(cli *CLI, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, 
 		kong.Exit(exit),
 		kong.Vars{"default_config_file": defaultConfigFile},
 		// -h is the host in the client tools, as in gearadmin and gearman;
-		// help is --help.
+		// help is --help (and the server's own -h, as gearmand's).
 		kong.PostBuild(func(k *kong.Kong) error {
 			k.Model.HelpFlag.Short = 0
 			return nil
