@@ -26,6 +26,16 @@ import (
 	"gearshard/wire"
 )
 
+// startBudgetServer starts a server with a buffer budget (and what tune
+// sets besides) and watches the peak of the budget's use.
+func startBudgetServer(t *testing.T, budget int64, tune func(*gstest.Config)) (*gstest.Server, func() int64) {
+	srv := gstest.Start(t, func(c *gstest.Config) {
+		c.Net.MaxBuffered = budget
+		tune(c)
+	})
+	return srv, watchPeak(t, srv.Net)
+}
+
 // watchPeak samples the server's buffer budget use until the test ends
 // and returns a reader of the highest value seen.
 func watchPeak(t *testing.T, srv *netio.Server) func() int64 {
@@ -81,9 +91,9 @@ func expectBudgetError(t *testing.T, c *gstest.Conn, who string) {
 }
 
 // expectBudgetSettled fails unless exactly cutoffs connections were cut
-// off for the budget, everything counted comes back, and the budget's use
-// never passed it.
-func expectBudgetSettled(t *testing.T, srv *netio.Server, cutoffs uint64, budget int64, peak func() int64) {
+// off for the budget, everything counted comes back, the budget's use
+// never passed it, and served (if not nil) is still served.
+func expectBudgetSettled(t *testing.T, srv *netio.Server, cutoffs uint64, budget int64, peak func() int64, served *gstest.Conn) {
 	t.Helper()
 	if n := srv.BufferCutoffs(); n != cutoffs {
 		t.Fatalf("BufferCutoffs() = %d, want %d", n, cutoffs)
@@ -93,6 +103,10 @@ func expectBudgetSettled(t *testing.T, srv *netio.Server, cutoffs uint64, budget
 	if p := peak(); p > budget {
 		t.Fatalf("the budget's use peaked at %d, past %d", p, budget)
 	}
+	if served != nil {
+		served.Send(wire.EchoReq, "still")
+		served.Expect(wire.EchoRes, "still")
+	}
 }
 
 // Packets still arriving share --max-buffered-bytes: a connection whose
@@ -101,11 +115,7 @@ func expectBudgetSettled(t *testing.T, srv *netio.Server, cutoffs uint64, budget
 // leaves gives back what it held.
 func TestBufferBudgetCutsOffPacketsInArrival(t *testing.T) {
 	const budget = 8 << 20
-	srv := gstest.Start(t, func(c *gstest.Config) {
-		c.Net.MaxBuffered = budget
-		c.Net.MaxPacket = 16 << 20
-	})
-	peak := watchPeak(t, srv.Net)
+	srv, peak := startBudgetServer(t, budget, func(c *gstest.Config) { c.Net.MaxPacket = 16 << 20 })
 	const size, sent = 3 << 20, 2 << 20
 	held := int64(wire.HeaderSize + sent - engine.BufferAllowance) // what a counts
 
@@ -152,9 +162,7 @@ func TestBufferBudgetCutsOffPacketsInArrival(t *testing.T) {
 	if p := d.Expect(wire.EchoRes); len(p.Fields[0]) != bigSize {
 		t.Fatalf("echo of %d bytes, want %d", len(p.Fields[0]), bigSize)
 	}
-	expectBudgetSettled(t, srv.Net, 2, budget, peak) // the completed packet and its reply gave all back
-	by.Send(wire.EchoReq, "still")
-	by.Expect(wire.EchoRes, "still")
+	expectBudgetSettled(t, srv.Net, 2, budget, peak, by) // the completed packet and its reply gave all back
 }
 
 // Output waiting for clients that do not read shares --max-buffered-bytes
@@ -163,11 +171,7 @@ func TestBufferBudgetCutsOffPacketsInArrival(t *testing.T) {
 // and all of it is given back.
 func TestBufferBudgetCutsOffSlowReaders(t *testing.T) {
 	const budget = 8 << 20
-	srv := gstest.Start(t, func(c *gstest.Config) {
-		c.Net.MaxBuffered = budget
-		c.Net.MaxOutput = 128 << 20
-	})
-	peak := watchPeak(t, srv.Net)
+	srv, peak := startBudgetServer(t, budget, func(c *gstest.Config) { c.Net.MaxOutput = 128 << 20 })
 	req := wire.AppendRequest(nil, wire.EchoReq, bytes.Repeat([]byte("e"), 64<<10))
 	const flooders, echoes = 3, 256 // 16 MiB of replies each: the kernel takes a few, the server must hold the rest
 	var conns []*gstest.Conn
@@ -247,11 +251,7 @@ func TestBufferBudgetCutsOffSlowReaders(t *testing.T) {
 // and a close; the honest packet is run.
 func TestBufferBudgetEvictsLargestInput(t *testing.T) {
 	const budget = 8 << 20
-	srv := gstest.Start(t, func(c *gstest.Config) {
-		c.Net.MaxBuffered = budget
-		c.Net.MaxPacket = 16 << 20
-	})
-	peak := watchPeak(t, srv.Net)
+	srv, peak := startBudgetServer(t, budget, func(c *gstest.Config) { c.Net.MaxPacket = 16 << 20 })
 	const size, sent = 6 << 20, 5 << 20
 	held := int64(wire.HeaderSize + sent - engine.BufferAllowance)
 	hog := gstest.Dial(t, srv.Addr)
@@ -270,9 +270,7 @@ func TestBufferBudgetEvictsLargestInput(t *testing.T) {
 	if p := honest.Expect(wire.EchoRes); !bytes.Equal([]byte(p.Fields[0]), msg) {
 		t.Fatalf("the honest echo came back as %d bytes", len(p.Fields[0]))
 	}
-	expectBudgetSettled(t, srv.Net, 1, budget, peak)
-	honest.Send(wire.EchoReq, "still")
-	honest.Expect(wire.EchoRes, "still")
+	expectBudgetSettled(t, srv.Net, 1, budget, peak, honest)
 }
 
 // The same for output: a client that asked for replies and reads none,
@@ -280,11 +278,7 @@ func TestBufferBudgetEvictsLargestInput(t *testing.T) {
 // reply needs the room, and the honest client gets its reply.
 func TestBufferBudgetEvictsLargestOutput(t *testing.T) {
 	const budget = 4 << 20
-	srv := gstest.Start(t, func(c *gstest.Config) {
-		c.Net.MaxBuffered = budget
-		c.Net.MaxOutput = 64 << 20
-	})
-	peak := watchPeak(t, srv.Net)
+	srv, peak := startBudgetServer(t, budget, func(c *gstest.Config) { c.Net.MaxOutput = 64 << 20 })
 	hog := gstest.Dial(t, srv.Addr)
 	admin := gstest.Dial(t, srv.Addr)
 	echo := wire.AppendRequest(nil, wire.EchoReq, bytes.Repeat([]byte("e"), 128<<10))
@@ -325,7 +319,7 @@ func TestBufferBudgetEvictsLargestOutput(t *testing.T) {
 			break
 		}
 	}
-	expectBudgetSettled(t, srv.Net, 1, budget, peak)
+	expectBudgetSettled(t, srv.Net, 1, budget, peak, nil)
 }
 
 // Output counted while gnet holds it is given back once the reader has

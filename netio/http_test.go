@@ -441,12 +441,20 @@ func TestHTTPResultBounded(t *testing.T) {
 	}
 	w.Send(wire.WorkComplete, h, "late") // the job ends; nobody waits for it
 
-	ch = do(c, newReq(t, "POST", srv.Base+"/big", "y"))
-	h = grabExpect(t, w, "big", "y")
+	expectResultServed(t, c, srv, w, "big", chunk)
+}
+
+// expectResultServed posts a job to fn, has worker w answer it with chunk
+// as WORK_DATA and "!" to complete, and fails unless the request gets 200
+// with the whole result.
+func expectResultServed(t *testing.T, c *http.Client, srv *httpServer, w *gstest.Conn, fn, chunk string) {
+	t.Helper()
+	ch := do(c, newReq(t, "POST", srv.Base+"/"+fn, "y"))
+	h := grabExpect(t, w, fn, "y")
 	w.Send(wire.WorkData, h, chunk)
 	w.Send(wire.WorkComplete, h, "!")
 	if r := wait(t, ch); r.code != http.StatusOK || len(r.body) != len(chunk)+1 {
-		t.Fatalf("a result within the limit: %d, %d bytes", r.code, len(r.body))
+		t.Fatalf("a result that fits: %d, %d bytes", r.code, len(r.body))
 	}
 }
 
@@ -503,13 +511,7 @@ func TestHTTPBufferBudget(t *testing.T) {
 	w.Send(wire.WorkComplete, h, "") // the job ends; nobody waits for it
 	gstest.Eventually(t, 5*time.Second, func() bool { return srv.Net.BufferedBytes() == 0 },
 		"%d bytes still counted after the refused result", srv.Net.BufferedBytes())
-	ch = do(c, newReq(t, "POST", srv.Base+"/budget_result", "y"))
-	h = grabExpect(t, w, "budget_result", "y")
-	w.Send(wire.WorkData, h, chunk)
-	w.Send(wire.WorkComplete, h, "!")
-	if r := wait(t, ch); r.code != http.StatusOK || len(r.body) != len(chunk)+1 {
-		t.Fatalf("a result within the budget: %d, %d bytes", r.code, len(r.body))
-	}
+	expectResultServed(t, c, srv, w, "budget_result", chunk)
 }
 
 // Two requests on one HTTP/1.1 connection.
