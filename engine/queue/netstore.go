@@ -1,6 +1,9 @@
 package queue
 
 import (
+	"encoding/binary"
+	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -9,7 +12,8 @@ import (
 	"gearshard/engine"
 )
 
-// What the stores that talk to a database server (PostgreSQL, Redis) share:
+// What the stores that talk to a database server (PostgreSQL, MySQL, Redis)
+// share:
 // a bounded in-memory queue that Add and Remove append to without blocking,
 // and one writer goroutine that takes what has queued up, commits it as one
 // transaction through a netBackend, and then calls the Adds' done
@@ -292,4 +296,53 @@ func (q *netQueue) close() error {
 		return nil
 	}
 	return q.closeErr
+}
+
+// latestOps picks, for the SQL stores, the op of each (function, unique)
+// that has an effect: the last one of the batch, which is what running
+// them one by one in call order would leave. A DELETE and an INSERT of
+// what it picks then touch distinct keys.
+type latestOps struct {
+	last map[string]int // key → index of its last op in the batch
+	kbuf []byte
+}
+
+// each calls fn for the last op of each key in ops, in call order.
+func (l *latestOps) each(ops []netOp, fn func(op *netOp)) {
+	if l.last == nil {
+		l.last = map[string]int{}
+	}
+	clear(l.last)
+	for i := range ops {
+		l.last[string(l.key(&ops[i]))] = i
+	}
+	for i := range ops {
+		if l.last[string(l.key(&ops[i]))] == i {
+			fn(&ops[i])
+		}
+	}
+}
+
+// key gives op's (function, unique) as one byte string, in a buffer that
+// the next call reuses.
+func (l *latestOps) key(op *netOp) []byte {
+	l.kbuf = binary.AppendUvarint(l.kbuf[:0], uint64(len(op.rec.Function)))
+	l.kbuf = append(append(l.kbuf, op.rec.Function...), op.rec.Unique...)
+	return l.kbuf
+}
+
+// sqlRecordErr checks r against a table of gearmand's columns, whose
+// function_name and unique_key hold at most maxFunction and maxUnique
+// bytes and whose when_to_run is an INTEGER; store names the store in the
+// error.
+func sqlRecordErr(store string, r engine.Record, maxFunction, maxUnique int) error {
+	switch {
+	case len(r.Function) > maxFunction:
+		return fmt.Errorf("%s queue: function name is %d bytes, more than the %d of column function_name", store, len(r.Function), maxFunction)
+	case len(r.Unique) > maxUnique:
+		return fmt.Errorf("%s queue: unique is %d bytes, more than the %d of column unique_key", store, len(r.Unique), maxUnique)
+	case r.When < math.MinInt32 || r.When > math.MaxInt32:
+		return fmt.Errorf("%s queue: run-at time %d does not fit column when_to_run (INTEGER)", store, r.When)
+	}
+	return nil
 }

@@ -3,10 +3,8 @@ package queue
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"sync"
 	"time"
@@ -69,10 +67,9 @@ type Postgres struct {
 	insertSQL, deleteSQL, selectSQL string
 
 	// The writer goroutine's.
-	conn *pgx.Conn
-	last map[string]int // key → index of its last op in the batch
-	kbuf []byte
-	ins  struct {
+	conn   *pgx.Conn
+	latest latestOps
+	ins    struct {
 		unique, function []string
 		priority, when   []int32
 		data             [][]byte
@@ -105,7 +102,6 @@ func OpenPostgres(ctx context.Context, conninfo, table string, log zerolog.Logge
 		cfg:   cfg,
 		table: table,
 		log:   log,
-		last:  map[string]int{},
 		insertSQL: "INSERT INTO " + table + " (unique_key, function_name, priority, data, when_to_run)" +
 			" SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bytea[], $5::int4[])" +
 			" ON CONFLICT (unique_key, function_name) DO UPDATE SET" +
@@ -157,16 +153,7 @@ func pgValidTable(s string) bool {
 // Add implements engine.Store. A function name over 255 bytes, a unique
 // over 64 bytes or a run-at time outside INTEGER fails at once.
 func (p *Postgres) Add(r engine.Record, done func(error)) {
-	var err error
-	switch {
-	case len(r.Function) > pgMaxFunction:
-		err = fmt.Errorf("postgres queue: function name is %d bytes, more than the %d of column function_name", len(r.Function), pgMaxFunction)
-	case len(r.Unique) > pgMaxUnique:
-		err = fmt.Errorf("postgres queue: unique is %d bytes, more than the %d of column unique_key", len(r.Unique), pgMaxUnique)
-	case r.When < math.MinInt32 || r.When > math.MaxInt32:
-		err = fmt.Errorf("postgres queue: run-at time %d does not fit column when_to_run (INTEGER)", r.When)
-	}
-	if err != nil {
+	if err := sqlRecordErr("postgres", r, pgMaxFunction, pgMaxUnique); err != nil {
 		if done != nil {
 			go p.q.after.refuse(done, err)
 		}
@@ -277,25 +264,15 @@ func pgUnescape(dst []byte, s string) []byte {
 	return dst
 }
 
-// write implements netBackend. Only the last op of each key in the batch
-// has an effect, which is what running them one by one in call order
-// would leave; the DELETE and the INSERT then touch distinct keys.
+// write implements netBackend.
 func (p *Postgres) write(ops []netOp) error {
-	clear(p.last)
-	for i := range ops {
-		p.last[string(p.key(&ops[i]))] = i
-	}
 	ins, del := &p.ins, &p.del
-	for i := range ops {
-		op := &ops[i]
-		if p.last[string(p.key(op))] != i {
-			continue
-		}
+	p.latest.each(ops, func(op *netOp) {
 		u, f := pgEscape(op.rec.Unique), pgEscape(op.rec.Function)
 		if op.done == nil {
 			del.unique = append(del.unique, u)
 			del.function = append(del.function, f)
-			continue
+			return
 		}
 		ins.unique = append(ins.unique, u)
 		ins.function = append(ins.function, f)
@@ -306,7 +283,7 @@ func (p *Postgres) write(ops []netOp) error {
 		}
 		ins.data = append(ins.data, data)
 		ins.when = append(ins.when, int32(op.rec.When))
-	}
+	})
 	defer func() {
 		clear(ins.unique)
 		clear(ins.function)
@@ -344,14 +321,6 @@ func (p *Postgres) write(ops []netOp) error {
 		return fmt.Errorf("postgres queue: %w", err)
 	}
 	return nil
-}
-
-// key gives op's (function, unique) as one byte string, in a buffer that
-// the next call reuses.
-func (p *Postgres) key(op *netOp) []byte {
-	p.kbuf = binary.AppendUvarint(p.kbuf[:0], uint64(len(op.rec.Function)))
-	p.kbuf = append(append(p.kbuf, op.rec.Function...), op.rec.Unique...)
-	return p.kbuf
 }
 
 func (p *Postgres) send(ctx context.Context) error {
