@@ -18,7 +18,7 @@ import (
 // BenchmarkPersistedVsGearmand is issue 5's figure, with every server
 // started here on loopback: persisted background submissions per second,
 // Debian's gearmand -t 0 against gearshard with the same store (SQLite
-// file, PostgreSQL, Redis), fresh servers each round, every job its own
+// file, PostgreSQL, MariaDB, Redis), fresh servers each round, every job its own
 // unique key and stored before its JOB_CREATED. It reports each store's
 // median B/A ratio over PERSIST_ROUNDS rounds (5), and with PERSIST_OUT=FILE writes the Markdown table
 // that bench/persist.md carries (make bench-persist):
@@ -44,6 +44,7 @@ func BenchmarkPersistedVsGearmand(b *testing.B) {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
 	pg := queuetest.StartPostgres(b)
+	my := queuetest.NewMySQL(b)
 	redisHost, redisPort, _ := strings.Cut(queuetest.StartRedis(b), ":")
 
 	stores := []struct {
@@ -55,6 +56,10 @@ func BenchmarkPersistedVsGearmand(b *testing.B) {
 		}},
 		{"Postgres", func(who string) []string {
 			return []string{"-q", "Postgres", "--libpq-conninfo", pg, "--libpq-table", who + "_{port}"}
+		}},
+		{"MySQL", func(who string) []string {
+			return []string{"-q", "MySQL", "--mysql-host", my.Host, "--mysql-port", strconv.Itoa(my.Port), "--mysql-user", my.User,
+				"--mysql-password", my.Password, "--mysql-db", my.DB, "--mysql-table", who + "_{port}"}
 		}},
 		{"redis", func(who string) []string {
 			return []string{"-q", "redis", "--redis-server", redisHost, "--redis-port", redisPort, "--redis-prefix", who + "{port}"}

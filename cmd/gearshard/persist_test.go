@@ -30,10 +30,100 @@ func redisQueue(t *testing.T) []string {
 	return []string{"-q", "redis", "--redis-server", host, "--redis-port", port}
 }
 
+// mysqlFlags are gearmand's flags for srv's database, table given.
+func mysqlFlags(srv *queuetest.MySQL, table string) []string {
+	return []string{"-q", "MySQL", "--mysql-host", srv.Host, "--mysql-port", strconv.Itoa(srv.Port),
+		"--mysql-user", srv.User, "--mysql-password", srv.Password, "--mysql-db", srv.DB, "--mysql-table", table}
+}
+
+func mysqlQueue(t *testing.T) []string { return mysqlFlags(queuetest.NewMySQL(t), "gearman_queue") }
+
 func TestPersistRestartPostgres(t *testing.T) { testPersistRestart(t, postgresQueue(t)) }
+func TestPersistRestartMySQL(t *testing.T)    { testPersistRestart(t, mysqlQueue(t)) }
 func TestPersistRestartRedis(t *testing.T)    { testPersistRestart(t, redisQueue(t)) }
 func TestPersistCrashPostgres(t *testing.T)   { testPersistCrash(t, postgresQueue(t)) }
+func TestPersistCrashMySQL(t *testing.T)      { testPersistCrash(t, mysqlQueue(t)) }
 func TestPersistCrashRedis(t *testing.T)      { testPersistCrash(t, redisQueue(t)) }
+
+// TestMySQLSwitchWithGearmand: Debian's gearmand and gearshard take over
+// each other's MySQL queue, in both directions, on gearmand's own table
+// (VARCHAR keys under a case-insensitive collation, which gearshard makes
+// binary).
+func TestMySQLSwitchWithGearmand(t *testing.T) {
+	flags := mysqlFlags(queuetest.NewMySQL(t), "switch")
+	gd := startGearmand(t, append([]string{"-t", "0"}, flags...)...)
+	c := gstest.Dial(t, gd.addr)
+	for _, s := range []struct {
+		typ    wire.Type
+		fields []string
+	}{
+		{wire.SubmitJobLowBG, []string{"f", "gd-low", "low"}},
+		{wire.SubmitJobBG, []string{"f", "gd-normal", "normal"}},
+		{wire.SubmitJobHighBG, []string{"f", "gd-high", "high"}},
+		{wire.SubmitJobBG, []string{"f", "A", "upper"}},
+	} {
+		c.Send(s.typ, s.fields...)
+		c.Expect(wire.JobCreated)
+	}
+	// gearmand's table refuses a unique that differs only in case.
+	c.Send(wire.SubmitJobBG, "f", "a", "lower")
+	c.Expect(wire.Error, "QUEUE_ERROR", "QUEUE_ERROR")
+	// (gearmand, holding its jobs in memory too, is left alone from here;
+	// no worker of its function connects to it.)
+
+	gs := startProcess(t, flags...)
+	w := gstest.Dial(t, gs.addr)
+	w.Send(wire.CanDo, "f")
+	if got := grabAll(t, w, 5); fmt.Sprint(got) != "[gd-high=high gd-normal=normal A=upper gd-low=low]" {
+		t.Fatalf("gearshard served gearmand's jobs as %v", got)
+	}
+	g := gstest.Dial(t, gs.addr)
+	for _, u := range []string{"A", "a", "A "} {
+		g.Send(wire.SubmitJobBG, "f", u, "gs "+u)
+		g.Expect(wire.JobCreated)
+	}
+	if err := gs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := gs.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("gearshard: %v", err)
+	}
+
+	// A new gearmand replays what gearshard left: its three jobs, and none
+	// of those gearshard's worker completed.
+	gd2 := startGearmand(t, append([]string{"-t", "0"}, flags...)...)
+	w2 := gstest.Dial(t, gd2.addr)
+	w2.Send(wire.CanDo, "f")
+	got := grabAll(t, w2, 4)
+	slices.Sort(got)
+	if fmt.Sprint(got) != "[A =gs A  A=gs A a=gs a]" {
+		t.Fatalf("gearmand replayed gearshard's queue as %q", got)
+	}
+}
+
+// grabAll grabs and completes jobs on w (which has said CAN_DO) until
+// NO_JOB or more than max, giving each as unique=data.
+func grabAll(t *testing.T, w *gstest.Conn, max int) []string {
+	t.Helper()
+	var got []string
+	for len(got) <= max {
+		w.Send(wire.GrabJobUniq)
+		p, err := w.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Type == wire.NoJob {
+			return got
+		}
+		if p.Type != wire.JobAssignUniq {
+			t.Fatalf("GRAB_JOB_UNIQ: %v", p)
+		}
+		got = append(got, string(p.Fields[2])+"="+string(p.Fields[3]))
+		w.Send(wire.WorkComplete, p.Fields[0], "")
+	}
+	t.Fatalf("more than %d jobs: %v", max, got)
+	return nil
+}
 
 // Scaling out: nodes share one PostgreSQL (or Redis) with a table (or key
 // prefix) each. When a node dies, a node started on its table takes over
@@ -43,6 +133,11 @@ func TestScaleOutTakeOverPostgres(t *testing.T) {
 	testTakeOver(t, func(node string) []string {
 		return []string{"-q", "Postgres", "--libpq-conninfo", conninfo, "--libpq-table", "queue_" + node}
 	})
+}
+
+func TestScaleOutTakeOverMySQL(t *testing.T) {
+	srv := queuetest.NewMySQL(t)
+	testTakeOver(t, func(node string) []string { return mysqlFlags(srv, "queue_"+node) })
 }
 
 func TestScaleOutTakeOverRedis(t *testing.T) {

@@ -1,11 +1,13 @@
-// Package queuetest starts real PostgreSQL and Redis servers (from the
-// Debian packages postgresql and redis-server) on loopback, on free ports,
-// in temporary directories, for the tests of the persistent queue.
+// Package queuetest starts real PostgreSQL, MariaDB and Redis servers (from
+// the Debian packages postgresql, mariadb-server and redis-server) on
+// loopback, on free ports, in temporary directories, for the tests of the
+// persistent queue.
 package queuetest
 
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -20,13 +22,14 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/go-sql-driver/mysql" // database/sql's "mysql"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 )
 
 // Real database servers for the tests: private instances on loopback, on
 // free ports, in temporary directories, from the Debian packages
-// postgresql and redis-server (`make deps` installs them).
+// postgresql, mariadb-server and redis-server (`make deps` installs them).
 
 // serverProc is a database server process the test started.
 type serverProc struct {
@@ -102,7 +105,7 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// server is what Postgres and Redis share: a server process the test
+// server is what Postgres, MySQL and Redis share: a server process the test
 // starts, can stop, freeze and start again on the same data and port, and
 // stops at its end.
 type server struct {
@@ -309,4 +312,97 @@ func NewRedis(t testing.TB) *Redis {
 		}}
 	s.begin(syscall.SIGKILL)
 	return s
+}
+
+// MySQL is a private MariaDB (or MySQL) instance, from the Debian package
+// mariadb-server, with a database and a user of the tests' own, reached
+// over TCP on loopback. Stop(SIGKILL) is a crash: InnoDB keeps what was
+// committed (innodb_flush_log_at_trx_commit=1).
+type MySQL struct {
+	server
+	Host     string
+	Port     int
+	Socket   string // the server's Unix socket
+	User     string
+	Password string
+	DB       string
+}
+
+// NewMySQL starts a server the test can stop and restart.
+func NewMySQL(t testing.TB) *MySQL {
+	t.Helper()
+	bin, err := exec.LookPath("mariadbd")
+	if err != nil {
+		if bin, err = exec.LookPath("/usr/sbin/mariadbd"); err != nil {
+			t.Fatalf("mariadbd not found: install the Debian package mariadb-server (make deps)")
+		}
+	}
+	installDB, err := exec.LookPath("mariadb-install-db")
+	if err != nil {
+		t.Fatalf("mariadb-install-db not found: install the Debian package mariadb-server (make deps)")
+	}
+	// As for PostgreSQL: as root, the server runs as mysql (or nobody) in
+	// a directory of its own.
+	base, err := os.MkdirTemp("", "gearshard-my-")
+	if err != nil {
+		t.Fatalf("temp dir: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	var userArg []string
+	if os.Geteuid() == 0 {
+		cred := runAsUser(t, "mysql", "nobody")
+		if err := os.Chown(base, int(cred.Uid), int(cred.Gid)); err != nil {
+			t.Fatalf("chown %s: %v", base, err)
+		}
+		u, _ := user.LookupId(strconv.Itoa(int(cred.Uid)))
+		userArg = []string{"--user=" + u.Username}
+	}
+	data := filepath.Join(base, "data")
+	install := exec.Command(installDB, append([]string{"--no-defaults", "--datadir=" + data,
+		"--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"}, userArg...)...)
+	install.Dir = base
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
+	}
+	s := &MySQL{Host: "127.0.0.1", Port: FreePort(t), Socket: filepath.Join(base, "mysqld.sock"),
+		User: "gearshard", Password: "queue-pw", DB: "gearman"}
+	s.server = server{t: t, what: "mariadbd", dir: base, log: filepath.Join(base, "mariadbd.log"),
+		argv: append([]string{bin, "--no-defaults", "--datadir=" + data, "--socket=" + s.Socket,
+			"--port=" + strconv.Itoa(s.Port), "--bind-address=127.0.0.1", "--skip-name-resolve",
+			"--innodb-buffer-pool-size=32M", "--innodb-log-file-size=48M", "--innodb-flush-log-at-trx-commit=1",
+			"--pid-file=" + filepath.Join(base, "mariadbd.pid"), "--log-error=" + filepath.Join(base, "mariadbd.log")}, userArg...),
+		ready: func(ctx context.Context) error {
+			// Over the socket as root (no password after install) until
+			// the test's user exists; then as that user over TCP.
+			db, err := sql.Open("mysql", s.DSN())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err = db.PingContext(ctx); err == nil {
+				return nil
+			}
+			root, rerr := sql.Open("mysql", "root@unix("+s.Socket+")/")
+			if rerr != nil {
+				return rerr
+			}
+			defer root.Close()
+			for _, q := range []string{
+				"CREATE DATABASE IF NOT EXISTS " + s.DB,
+				"CREATE USER IF NOT EXISTS '" + s.User + "'@'127.0.0.1' IDENTIFIED BY '" + s.Password + "'",
+				"GRANT ALL ON " + s.DB + ".* TO '" + s.User + "'@'127.0.0.1'",
+			} {
+				if _, rerr := root.ExecContext(ctx, q); rerr != nil {
+					return fmt.Errorf("%v; as root: %s: %v", err, q, rerr)
+				}
+			}
+			return db.PingContext(ctx)
+		}}
+	s.begin(syscall.SIGKILL)
+	return s
+}
+
+// DSN is the test user's data source name, for database/sql.
+func (s *MySQL) DSN() string {
+	return fmt.Sprintf("%s:%s@tcp(%s:%d)/%s", s.User, s.Password, s.Host, s.Port, s.DB)
 }
