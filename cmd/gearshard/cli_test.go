@@ -51,12 +51,16 @@ func TestCLIRun(t *testing.T) {
 		{args: "--job-retries=-2", code: 2, stderr: "gearshard: --job-retries -2: must be 0..255, or -1 (no limit, as 0)\n"},
 		// gearmand's current source spells "no limit" -1 (1.1.20 takes it too).
 		{args: "--check-args --job-retries=-1", code: 0},
-		// A negative value after a short flag reads as a flag: the parser says how to write it.
-		{args: "-j -1", code: 2, stderr: "gearshard: --job-retries: expected int value but got \"-1\" (short flag); perhaps try --job-retries=\"-1\"?\n"},
+		// A negative number after a flag is its value, as for gearmand.
+		{args: "--check-args -j -1", code: 0},
+		{args: "--check-args --job-retries -1", code: 0},
+		{args: "--check-args -j -2", code: 2, stderr: "gearshard: --job-retries -2: must be 0..255, or -1 (no limit, as 0)\n"},
+		{args: "--check-args --threads -1", code: 2, stderr: "gearshard: --threads -1: must be >= 0\n"},
+		{args: "-R -1", code: 2, stderr: "gearshard: unknown flag -1, did you mean one of \"-p\", \"-L\", \"-t\", \"-b\", \"-j\", \"-R\", \"-w\", \"-l\", \"-P\", \"-f\", \"-r\", \"-V\", \"-h\", \"-d\", \"-u\", \"-q\"?\n"},
 		{args: "-p 70000", code: 2, stderr: "gearshard: --port 70000: must be 0..65535\n"},
 		{args: "--threads=-1", code: 2, stderr: "gearshard: --threads -1: must be >= 0\n"},
 		{args: "--worker-wakeup=-2", code: 2, stderr: "gearshard: --worker-wakeup -2: must be >= 0\n"},
-		{args: "-q mysql", code: 2, stderr: "gearshard: --queue-type \"mysql\": want builtin, libsqlite3, Postgres or redis\n"},
+		{args: "-q libmemcached", code: 2, stderr: "gearshard: --queue-type \"libmemcached\": want builtin, libsqlite3, Postgres, MySQL or redis\n"},
 		{args: "-q libsqlite3", code: 2, stderr: "gearshard: -q libsqlite3 needs --libsqlite3-db FILE\n"},
 		{args: "--admin-allow 10.0.0.0/33", code: 2, stderr: "gearshard: --admin-allow \"10.0.0.0/33\": not an address or CIDR block\n"},
 		{args: "-r gopher", code: 2, stderr: "gearshard: --protocol \"gopher\": only http is available\n"},
@@ -115,6 +119,7 @@ func TestCLIFlagNames(t *testing.T) {
 		Port: 4730, Listen: "", Threads: 0, Shards: 0, Backlog: 32, JobRetries: 0, WorkerWakeup: 0,
 		JobHandlePrefix: "", LogFile: "stderr", Verbose: "ERROR", PidFile: "", FileDescriptors: 0,
 		QueueFlags: QueueFlags{QueueType: "builtin", Libsqlite3Table: "gearman_queue", LibpqTable: "queue",
+			MySQLHost: "localhost", MySQLPort: 3306, MySQLTable: "gearman_queue",
 			RedisServer: "127.0.0.1", RedisPort: 6379, RedisPrefix: "_gear_"},
 		KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
 		HashtableBuckets: 991, MaxPacketSize: 64 << 20, MaxOutputBytes: 128 << 20,
@@ -133,6 +138,15 @@ func TestCLIFlagNames(t *testing.T) {
 	want.Daemon, want.User = true, "gearman"
 	if !equalServe(got, want) {
 		t.Errorf("gearmand flags:\n got %+v\nwant %+v", got, want)
+	}
+
+	// gearmand's MySQL flags, as Debian's gearman-job-server spells them.
+	got = parseServe(t, strings.Fields("-q MySQL --mysql-host=db1 --mysql-port=3307 --mysql-user=gm --mysql-password=pw --mysql-db=jobs --mysql-table=q")...)
+	want = def
+	want.QueueType = "MySQL"
+	want.MySQLHost, want.MySQLPort, want.MySQLUser, want.MySQLPassword, want.MySQLDB, want.MySQLTable = "db1", 3307, "gm", "pw", "jobs", "q"
+	if !equalServe(got, want) {
+		t.Errorf("MySQL flags:\n got %+v\nwant %+v", got, want)
 	}
 
 	// GEARMAND_PORT sets the port unless -p is given, as in gearmand.

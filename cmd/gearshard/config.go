@@ -34,7 +34,7 @@ func withConfigFile(args []string) ([]string, error) {
 		}
 		return nil, fmt.Errorf("--config-file %s: %w", path, err)
 	}
-	options := strings.Fields(string(text))
+	options := joinNegativeValues(strings.Fields(string(text)))
 	if len(options) == 0 {
 		return args, nil
 	}

@@ -324,7 +324,7 @@ func TestConfigFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "gearmand.conf")
-	if err := os.WriteFile(conf, []byte("--job-handle-prefix H:file\n-w 1\r\n\t--verbose=INFO  --exceptions\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte("--job-handle-prefix H:file\n-w 1\r\n\t--verbose=INFO  --exceptions -j -1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -340,9 +340,9 @@ func TestConfigFile(t *testing.T) {
 			t.Fatalf("%q: %v", c.args, err)
 		}
 		got := parseServe(t, args...)
-		if got.JobHandlePrefix != c.prefix || got.Verbose != c.verb || got.WorkerWakeup != c.wakeup || !got.Exceptions {
-			t.Errorf("%q: prefix %q, verbose %q, -w %d, exceptions %v; want %q, %q, %d, true",
-				c.args, got.JobHandlePrefix, got.Verbose, got.WorkerWakeup, got.Exceptions, c.prefix, c.verb, c.wakeup)
+		if got.JobHandlePrefix != c.prefix || got.Verbose != c.verb || got.WorkerWakeup != c.wakeup || !got.Exceptions || got.JobRetries != -1 {
+			t.Errorf("%q: prefix %q, verbose %q, -w %d, exceptions %v, -j %d; want %q, %q, %d, true, -1",
+				c.args, got.JobHandlePrefix, got.Verbose, got.WorkerWakeup, got.Exceptions, got.JobRetries, c.prefix, c.verb, c.wakeup)
 		}
 	}
 	other := []string{"admin", "--config-file", conf}

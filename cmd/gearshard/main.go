@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/alecthomas/kong"
 )
@@ -40,6 +41,7 @@ const exitUsage = 2
 
 // run parses args and runs the selected command, returning the exit code.
 func run(given []string, stdout, stderr io.Writer) int {
+	given = joinNegativeValues(given)
 	args, err := withConfigFile(given)
 	if err != nil {
 		return report(stderr, err)
@@ -58,6 +60,68 @@ func run(given []string, stdout, stderr io.Writer) int {
 		return report(stderr, err)
 	}
 	return 0
+}
+
+// joinNegativeValues joins a negative number to a flag before it that
+// takes a value (-j -1 → -j-1, --job-retries -1 → --job-retries=-1), so
+// that it reads as the flag's value, as gearmand's parser reads it, rather
+// than as a flag. No flag is a digit, so such a word is never a flag of
+// its own.
+func joinNegativeValues(args []string) []string {
+	var cli CLI
+	parser, err := newParser(&cli, io.Discard, io.Discard, func(int) {})
+	if err != nil {
+		return args
+	}
+	takesValue := map[string]bool{}
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		for _, f := range n.Flags {
+			if f.IsBool() || f.IsCounter() {
+				continue
+			}
+			takesValue["--"+f.Name] = true
+			for _, a := range f.Aliases {
+				takesValue["--"+a] = true
+			}
+			if f.Short != 0 {
+				takesValue["-"+string(f.Short)] = true
+			}
+		}
+		for _, c := range n.Children {
+			walk(c)
+		}
+	}
+	walk(parser.Model.Node)
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if i+1 < len(args) && takesValue[a] && isNegativeNumber(args[i+1]) {
+			if strings.HasPrefix(a, "--") {
+				a += "="
+			}
+			out = append(out, a+args[i+1])
+			i++
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func isNegativeNumber(s string) bool {
+	if len(s) < 2 || s[0] != '-' {
+		return false
+	}
+	for _, c := range s[1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // report prints a command's error and returns its exit code.
