@@ -91,7 +91,7 @@ type MySQLConfig struct {
 // so does a job too large for one row of the server's max_allowed_packet
 // (which replay could not read back).
 type MySQL struct {
-	q         netQueue
+	netQueue  // the writer; Remove and AfterDone of engine.Store
 	closeOnce sync.Once
 	db        *sql.DB
 	log       zerolog.Logger
@@ -164,7 +164,7 @@ func OpenMySQL(ctx context.Context, c MySQLConfig, log zerolog.Logger) (*MySQL, 
 		return nil, fmt.Errorf("mysql queue: %w", err)
 	}
 	m.maxRow = maxPacket - 1024 // the row's framing and the other columns
-	m.q.start(m, log)
+	m.netQueue.start(m, log)
 	return m, nil
 }
 
@@ -228,27 +228,13 @@ func (m *MySQL) Add(r engine.Record, done func(error)) {
 	if n := len(r.Function) + len(r.Unique) + len(r.Data); err == nil && n > m.maxRow {
 		err = fmt.Errorf("mysql queue: job of %d bytes does not fit the server's max_allowed_packet (%d bytes of job at most)", n, m.maxRow)
 	}
-	if err != nil {
-		if done != nil {
-			go m.q.after.refuse(done, err)
-		}
-		return
-	}
-	m.q.add(r, done)
+	m.add(r, done, err)
 }
-
-func (m *MySQL) netq() *netQueue { return &m.q }
-
-// AfterDone implements engine.Store.
-func (m *MySQL) AfterDone(fn func()) { m.q.after.set(fn) }
-
-// Remove implements engine.Store.
-func (m *MySQL) Remove(function, unique []byte) { m.q.remove(function, unique) }
 
 // Close implements engine.Store: it writes what is queued (each batch
 // bounded as always) and closes the connections.
 func (m *MySQL) Close() error {
-	err := m.q.close()
+	err := m.netQueue.close()
 	m.closeOnce.Do(func() { // the writer has exited: its connection is ours
 		if m.wconn != nil {
 			m.wconn.Close()

@@ -90,11 +90,16 @@ func (q *netQueue) signal() {
 	}
 }
 
-// add queues an Add. A rejected one gets done(err) from a goroutine of its
+// add queues an Add, unless refused (the store's own check of r) or the
+// queue says no. A rejected one gets done(err) from a goroutine of its
 // own, never from inside the caller's call.
-func (q *netQueue) add(r engine.Record, done func(error)) {
+func (q *netQueue) add(r engine.Record, done func(error), refused error) {
 	if done == nil {
 		done = func(error) {}
+	}
+	if refused != nil {
+		go q.after.refuse(done, refused)
+		return
 	}
 	q.mu.Lock()
 	var err error
@@ -115,9 +120,10 @@ func (q *netQueue) add(r engine.Record, done func(error)) {
 	q.signal()
 }
 
-// remove queues a Remove of copies of function and unique. After Close it
-// does nothing.
-func (q *netQueue) remove(function, unique []byte) {
+// Remove implements engine.Store for the stores that embed a netQueue: it
+// queues a Remove of copies of function and unique. After Close it does
+// nothing.
+func (q *netQueue) Remove(function, unique []byte) {
 	b := make([]byte, len(function)+len(unique))
 	copy(b, function)
 	copy(b[len(function):], unique)
@@ -131,6 +137,12 @@ func (q *netQueue) remove(function, unique []byte) {
 	q.mu.Unlock()
 	q.signal()
 }
+
+// AfterDone implements engine.Store for the stores that embed a netQueue.
+func (q *netQueue) AfterDone(fn func()) { q.after.set(fn) }
+
+// netq gives the tests the queue of any of these stores.
+func (q *netQueue) netq() *netQueue { return q }
 
 // take appends to dst what is queued, up to the batch caps, and reports
 // whether Close has begun.

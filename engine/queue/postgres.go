@@ -58,7 +58,7 @@ const (
 //
 // when_to_run is an INTEGER: run-at times after 2038-01-19 fail the Add.
 type Postgres struct {
-	q         netQueue
+	netQueue  // the writer; Remove and AfterDone of engine.Store
 	closeOnce sync.Once
 	cfg       *pgx.ConnConfig
 	table     string
@@ -126,7 +126,7 @@ func OpenPostgres(ctx context.Context, conninfo, table string, log zerolog.Logge
 		log.Warn().Str("server_encoding", enc).Msg("postgres queue: database is not UTF8; function names and uniques that are not plain UTF-8 take more room than their VARCHAR columns count on")
 	}
 	p.conn = conn
-	p.q.start(p, log)
+	p.netQueue.start(p, log)
 	return p, nil
 }
 
@@ -153,27 +153,13 @@ func pgValidTable(s string) bool {
 // Add implements engine.Store. A function name over 255 bytes, a unique
 // over 64 bytes or a run-at time outside INTEGER fails at once.
 func (p *Postgres) Add(r engine.Record, done func(error)) {
-	if err := sqlRecordErr("postgres", r, pgMaxFunction, pgMaxUnique); err != nil {
-		if done != nil {
-			go p.q.after.refuse(done, err)
-		}
-		return
-	}
-	p.q.add(r, done)
+	p.add(r, done, sqlRecordErr("postgres", r, pgMaxFunction, pgMaxUnique))
 }
-
-func (p *Postgres) netq() *netQueue { return &p.q }
-
-// AfterDone implements engine.Store.
-func (p *Postgres) AfterDone(fn func()) { p.q.after.set(fn) }
-
-// Remove implements engine.Store.
-func (p *Postgres) Remove(function, unique []byte) { p.q.remove(function, unique) }
 
 // Close implements engine.Store: it writes what is queued (each batch
 // bounded as always) and closes the connection.
 func (p *Postgres) Close() error {
-	err := p.q.close()
+	err := p.netQueue.close()
 	p.closeOnce.Do(func() { // the writer has exited: its connection is ours
 		if p.conn != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), netAttempt)

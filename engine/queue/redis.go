@@ -38,10 +38,10 @@ const DefaultRedisPrefix = "_gear_"
 // lost, and without the AOF everything since the last snapshot. Open logs
 // a warning when the server says it runs otherwise.
 type Redis struct {
-	q      netQueue
-	client *redis.Client
-	prefix string
-	log    zerolog.Logger
+	netQueue // the writer; Remove and AfterDone of engine.Store
+	client   *redis.Client
+	prefix   string
+	log      zerolog.Logger
 
 	kbuf []byte // the writer's
 }
@@ -81,25 +81,17 @@ func OpenRedis(addr, password, prefix string, log zerolog.Logger) (*Redis, error
 				Msg("redis queue: the server does not fsync every write (appendonly yes, appendfsync always): acknowledged background jobs can be lost when it crashes")
 		}
 	}
-	r.q.start(r, log)
+	r.netQueue.start(r, log)
 	return r, nil
 }
 
 // Add implements engine.Store.
-func (r *Redis) Add(rec engine.Record, done func(error)) { r.q.add(rec, done) }
-
-// AfterDone implements engine.Store.
-func (r *Redis) AfterDone(fn func()) { r.q.after.set(fn) }
-
-func (r *Redis) netq() *netQueue { return &r.q }
-
-// Remove implements engine.Store.
-func (r *Redis) Remove(function, unique []byte) { r.q.remove(function, unique) }
+func (r *Redis) Add(rec engine.Record, done func(error)) { r.add(rec, done, nil) }
 
 // Close implements engine.Store: it writes what is queued and closes the
 // connections.
 func (r *Redis) Close() error {
-	err := r.q.close()
+	err := r.netQueue.close()
 	if cerr := r.client.Close(); cerr != nil && err == nil && !errors.Is(cerr, redis.ErrClosed) {
 		err = cerr
 	}

@@ -290,7 +290,7 @@ func TestNetQueueCarry(t *testing.T) {
 	f := &fakeNet{fail: 1}
 	var q netQueue
 	q.start(f, zerolog.Nop())
-	q.remove([]byte("f"), []byte("k1"))
+	q.Remove([]byte("f"), []byte("k1"))
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		f.mu.Lock()
 		n := f.attempts
@@ -303,7 +303,7 @@ func TestNetQueueCarry(t *testing.T) {
 		}
 	}
 	errc := make(chan error, 1)
-	q.add(engine.Record{Function: []byte("f"), Unique: []byte("k1")}, func(err error) { errc <- err })
+	q.add(engine.Record{Function: []byte("f"), Unique: []byte("k1")}, func(err error) { errc <- err }, nil)
 	if err := <-errc; err != nil {
 		t.Fatalf("Add: %v", err)
 	}
