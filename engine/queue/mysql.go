@@ -82,9 +82,9 @@ type MySQLConfig struct {
 // One writer goroutine, on a connection of its own, commits each batch of
 // Adds and Removes as one transaction: multi-row DELETEs, then multi-row
 // INSERT ... ON DUPLICATE KEY UPDATE, then COMMIT, sent together in one
-// round trip when they fit in one packet. An Add is acknowledged when that transaction
-// has committed (with InnoDB's default innodb_flush_log_at_trx_commit=1,
-// after its redo log is flushed). Batches are idempotent, so one that
+// round trip when they fit in one packet. An Add is acknowledged when
+// that transaction has committed (with InnoDB's default
+// innodb_flush_log_at_trx_commit=1, after its redo log is flushed). Batches are idempotent, so one that
 // failed with the connection is sent once more on a new one.
 //
 // when_to_run is an INT: run-at times after 2038-01-19 fail the Add, and
@@ -116,16 +116,17 @@ func OpenMySQL(ctx context.Context, c MySQLConfig, log zerolog.Logger) (*MySQL, 
 	if table == "" {
 		table = DefaultMySQLTable
 	}
-	if !pgValidTable(table) {
+	if !sqlValidTable(table) {
 		return nil, fmt.Errorf("mysql queue: table name %q: want letters, digits and _ (not first a digit), optionally db.table", table)
 	}
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Passwd, cfg.DBName = c.User, c.Password, c.DB
 	if c.Host == "" || c.Host == "localhost" {
-		cfg.Net, cfg.Addr = "unix", mysqlDefaultSocket
-		if s := os.Getenv("MYSQL_UNIX_PORT"); s != "" {
-			cfg.Net, cfg.Addr = "unix", s
+		socket := os.Getenv("MYSQL_UNIX_PORT")
+		if socket == "" {
+			socket = mysqlDefaultSocket
 		}
+		cfg.Net, cfg.Addr = "unix", socket
 	} else {
 		cfg.Net, cfg.Addr = "tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
 	}

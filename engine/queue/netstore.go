@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -357,4 +358,26 @@ func sqlRecordErr(store string, r engine.Record, maxFunction, maxUnique int) err
 		return fmt.Errorf("%s queue: run-at time %d does not fit column when_to_run (INTEGER)", store, r.When)
 	}
 	return nil
+}
+
+// sqlValidTable accepts table or schema.table (MySQL: db.table), each an
+// unquoted identifier of at most 63 characters: a name the SQL stores put
+// into their statements as it is, as gearmand does.
+func sqlValidTable(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) > 2 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 63 || p[0] >= '0' && p[0] <= '9' {
+			return false
+		}
+		for i := 0; i < len(p); i++ {
+			c := p[i]
+			if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+				return false
+			}
+		}
+	}
+	return true
 }

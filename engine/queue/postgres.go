@@ -88,7 +88,7 @@ func OpenPostgres(ctx context.Context, conninfo, table string, log zerolog.Logge
 	if table == "" {
 		table = DefaultPostgresTable
 	}
-	if !pgValidTable(table) {
+	if !sqlValidTable(table) {
 		return nil, fmt.Errorf("postgres queue: table name %q: want letters, digits and _ (not first a digit), optionally schema.table", table)
 	}
 	cfg, err := pgx.ParseConfig(conninfo)
@@ -128,26 +128,6 @@ func OpenPostgres(ctx context.Context, conninfo, table string, log zerolog.Logge
 	p.conn = conn
 	p.netQueue.start(p, log)
 	return p, nil
-}
-
-// pgValidTable accepts table or schema.table, each an unquoted identifier.
-func pgValidTable(s string) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) > 2 {
-		return false
-	}
-	for _, p := range parts {
-		if p == "" || len(p) > 63 || p[0] >= '0' && p[0] <= '9' {
-			return false
-		}
-		for i := 0; i < len(p); i++ {
-			c := p[i]
-			if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // Add implements engine.Store. A function name over 255 bytes, a unique

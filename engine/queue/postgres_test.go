@@ -87,14 +87,14 @@ func TestPostgresKeyEscape(t *testing.T) {
 	}
 }
 
-func TestPostgresValidTable(t *testing.T) {
+func TestSQLValidTable(t *testing.T) {
 	for _, ok := range []string{"queue", "gearman_queue", "Q1", "public.queue", "_x"} {
-		if !pgValidTable(ok) {
+		if !sqlValidTable(ok) {
 			t.Errorf("%q rejected", ok)
 		}
 	}
 	for _, bad := range []string{"", "1q", "q;drop table x", "a.b.c", "a.", "q-1", `"q"`, "q q", strings.Repeat("q", 64)} {
-		if pgValidTable(bad) {
+		if sqlValidTable(bad) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
