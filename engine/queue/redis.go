@@ -23,11 +23,14 @@ const DefaultRedisPrefix = "_gear_"
 //
 // gearmand joins function and unique with '-' as they are, so function
 // "a-b" with unique "c" and function "a" with unique "b-c" share a key.
-// gearshard escapes '%' as %25 and '-' as %2D in both parts of the key,
-// so distinct jobs never share one; keys without those characters are
-// gearmand's keys exactly. Replay reads function and unique from the hash
-// fields; a hash without them (written by gearmand) is split after the
-// prefix at the first '-', as gearmand's own replay does.
+// gearshard escapes '%' as %25 and '-' as %2D in the function and leaves
+// the unique as it is, so distinct jobs never share a key and the key of
+// every job whose function has neither character is gearmand's key, byte
+// for byte: a job gearmand wrote (its made-up uniques are UUIDs, with
+// '-') is deleted where gearmand wrote it. Replay reads function and
+// unique from the hash fields; a hash without them (written by gearmand)
+// is split after the prefix at the first '-', as gearmand's own replay
+// does.
 //
 // One writer goroutine sends each batch of Adds (HSET) and Removes (DEL)
 // as one MULTI/EXEC pipeline and acknowledges its Adds when EXEC has
@@ -104,7 +107,7 @@ func redisKey(dst []byte, prefix string, function, unique []byte) []byte {
 	dst = append(dst, '-')
 	dst = redisEscape(dst, function)
 	dst = append(dst, '-')
-	return redisEscape(dst, unique)
+	return append(dst, unique...)
 }
 
 func redisEscape(dst, b []byte) []byte {

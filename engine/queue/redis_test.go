@@ -36,8 +36,9 @@ func TestRedisKey(t *testing.T) {
 	for _, c := range []struct{ f, u, want string }{
 		{"fn", "uniq", "_gear_-fn-uniq"}, // gearmand's key
 		{"a-b", "c", "_gear_-a%2Db-c"},
-		{"a", "b-c", "_gear_-a-b%2Dc"},
-		{"%2D", "%", "_gear_-%252D-%25"},
+		{"a", "b-c", "_gear_-a-b-c"},
+		{"%2D", "%", "_gear_-%252D-%"},
+		{"f", "8a3e0c7e-2b1f-4c55-9b0e-6a1d2f3c4b5a", "_gear_-f-8a3e0c7e-2b1f-4c55-9b0e-6a1d2f3c4b5a"}, // gearmand's made-up unique
 		{"", "", "_gear_--"},
 		{"\xff\x00", "\x00", "_gear_-\xff\x00-\x00"},
 	} {
@@ -101,11 +102,13 @@ func TestRedis(t *testing.T) {
 			{Function: []byte("withwhen"), Unique: []byte("w"), Priority: engine.Normal, Data: []byte("w"), When: 1700000000},
 		}
 		wantSet(t, replayAll(t, s), want)
-		// A Remove by the replayed key deletes gearmand's hash.
+		// A Remove by the replayed key deletes gearmand's hash, a unique
+		// with '-' in it too (as gearmand makes them up: UUIDs).
 		s.Remove([]byte("reverse"), []byte("u1"))
+		s.Remove([]byte("f"), []byte("n-with-dashes"))
 		closeStore(t, s)
-		if n, err := c.Exists(ctx, "gm-reverse-u1").Result(); err != nil || n != 0 {
-			t.Errorf("gearmand's key after Remove: exists=%d %v", n, err)
+		if n, err := c.Exists(ctx, "gm-reverse-u1", "gm-f-n-with-dashes").Result(); err != nil || n != 0 {
+			t.Errorf("gearmand's keys after Remove: %d exist, %v", n, err)
 		}
 	})
 
