@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin/gearshard
 PKGS      := ./...
 # Debian packages the tests talk to: real Gearman clients/workers, gearadmin, gearmand.
-DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman postgresql mariadb-server redis-server curl openssl prometheus chromium iproute2
+DEB_PKGS  := gearman-tools libgearman-client-perl gearman-job-server php-cli php-gearman postgresql mariadb-server redis-server memcached curl openssl prometheus chromium iproute2
 # Executions (Nx), not a duration: Go 1.26's fuzz coordinator can fail a
 # duration-bound run with "context deadline exceeded" (go.dev/issue/75804).
 FUZZTIME  ?= 1000000x

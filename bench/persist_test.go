@@ -18,7 +18,7 @@ import (
 // BenchmarkPersistedVsGearmand is issue 5's figure, with every server
 // started here on loopback: persisted background submissions per second,
 // Debian's gearmand -t 0 against gearshard with the same store (SQLite
-// file, PostgreSQL, MariaDB, Redis), fresh servers each round, every job its own
+// file, PostgreSQL, MariaDB, Redis, memcached), fresh servers each round, every job its own
 // unique key and stored before its JOB_CREATED. It reports each store's
 // median B/A ratio over PERSIST_ROUNDS rounds (5), and with PERSIST_OUT=FILE writes the Markdown table
 // that bench/persist.md carries (make bench-persist):
@@ -46,6 +46,7 @@ func BenchmarkPersistedVsGearmand(b *testing.B) {
 	pg := queuetest.StartPostgres(b)
 	my := queuetest.NewMySQL(b)
 	redisHost, redisPort, _ := strings.Cut(queuetest.StartRedis(b), ":")
+	mc := queuetest.NewMemcached(b)
 
 	stores := []struct {
 		name  string
@@ -63,6 +64,9 @@ func BenchmarkPersistedVsGearmand(b *testing.B) {
 		}},
 		{"redis", func(who string) []string {
 			return []string{"-q", "redis", "--redis-server", redisHost, "--redis-port", redisPort, "--redis-prefix", who + "{port}"}
+		}},
+		{"libmemcached", func(who string) []string {
+			return []string{"-q", "libmemcached", "--libmemcached-servers", mc.Addr, "--libmemcached-prefix", who + "{port}_"}
 		}},
 	}
 	cfg := bench.Config{Clients: 8, InFlight: 16, Workers: 8, Size: 64, Funcs: 1, Jobs: 20000, Uniques: true}

@@ -60,7 +60,9 @@ func TestCLIRun(t *testing.T) {
 		{args: "-p 70000", code: 2, stderr: "gearshard: --port 70000: must be 0..65535\n"},
 		{args: "--threads=-1", code: 2, stderr: "gearshard: --threads -1: must be >= 0\n"},
 		{args: "--worker-wakeup=-2", code: 2, stderr: "gearshard: --worker-wakeup -2: must be >= 0\n"},
-		{args: "-q libmemcached", code: 2, stderr: "gearshard: --queue-type \"libmemcached\": want builtin, libsqlite3, Postgres, MySQL or redis\n"},
+		{args: "-q memcache", code: 2, stderr: "gearshard: --queue-type \"memcache\": want builtin, libsqlite3, Postgres, MySQL, redis or libmemcached\n"},
+		{args: "-q libmemcached", code: 2, stderr: "gearshard: libmemcached queue: no servers: give --libmemcached-servers host[:port],...\n"},
+		{args: "-q libmemcached --libmemcached-servers mc:x", code: 2, stderr: "gearshard: libmemcached queue: server \"mc:x\": bad port \"x\"\n"},
 		{args: "-q libsqlite3", code: 2, stderr: "gearshard: -q libsqlite3 needs --libsqlite3-db FILE\n"},
 		{args: "--admin-allow 10.0.0.0/33", code: 2, stderr: "gearshard: --admin-allow \"10.0.0.0/33\": not an address or CIDR block\n"},
 		{args: "-r gopher", code: 2, stderr: "gearshard: --protocol \"gopher\": only http is available\n"},
@@ -120,7 +122,7 @@ func TestCLIFlagNames(t *testing.T) {
 		JobHandlePrefix: "", LogFile: "stderr", Verbose: "ERROR", PidFile: "", FileDescriptors: 0,
 		QueueFlags: QueueFlags{QueueType: "builtin", Libsqlite3Table: "gearman_queue", LibpqTable: "queue",
 			MySQLHost: "localhost", MySQLPort: 3306, MySQLTable: "gearman_queue",
-			RedisServer: "127.0.0.1", RedisPort: 6379, RedisPrefix: "_gear_"},
+			RedisServer: "127.0.0.1", RedisPort: 6379, RedisPrefix: "_gear_", LibmemcachedPrefix: "gear_"},
 		KeepaliveIdle: -1, KeepaliveInterval: -1, KeepaliveCount: -1,
 		HashtableBuckets: 991, MaxPacketSize: 64 << 20, MaxOutputBytes: 128 << 20,
 		MaxQueueBytes: -1, MaxBufferedBytes: -1, HTTPPort: 8080, SSLCertificate: "/etc/ssl/certs/gearmand.pem", SSLKey: "/etc/ssl/certs/gearmand.key", HTTPMaxBody: 16 << 20, HTTPMaxHeader: 16 << 10, HTTPReadTimeout: 30 * time.Second,
@@ -147,6 +149,14 @@ func TestCLIFlagNames(t *testing.T) {
 	want.MySQLHost, want.MySQLPort, want.MySQLUser, want.MySQLPassword, want.MySQLDB, want.MySQLTable = "db1", 3307, "gm", "pw", "jobs", "q"
 	if !equalServe(got, want) {
 		t.Errorf("MySQL flags:\n got %+v\nwant %+v", got, want)
+	}
+
+	// gearmand's libmemcached flags.
+	got = parseServe(t, strings.Fields("-q libmemcached --libmemcached-servers=mc1:11211,mc2 --libmemcached-prefix=jobs_")...)
+	want = def
+	want.QueueType, want.LibmemcachedServers, want.LibmemcachedPrefix = "libmemcached", "mc1:11211,mc2", "jobs_"
+	if !equalServe(got, want) {
+		t.Errorf("libmemcached flags:\n got %+v\nwant %+v", got, want)
 	}
 
 	// GEARMAND_PORT sets the port unless -p is given, as in gearmand.

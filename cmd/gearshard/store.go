@@ -15,7 +15,7 @@ import (
 
 // QueueFlags are gearmand's persistent-queue flags.
 type QueueFlags struct {
-	QueueType            string `short:"q" default:"builtin" help:"Persistent queue for background jobs: builtin (memory only), libsqlite3, Postgres, MySQL, redis."`
+	QueueType            string `short:"q" default:"builtin" help:"Persistent queue for background jobs: builtin (memory only), libsqlite3, Postgres, MySQL, redis, libmemcached."`
 	Libsqlite3DB         string `name:"libsqlite3-db" help:"SQLite database file for -q libsqlite3."`
 	Libsqlite3Table      string `name:"libsqlite3-table" default:"gearman_queue" help:"SQLite table."`
 	StoreQueueOnShutdown bool   `name:"store-queue-on-shutdown" help:"Accepted for gearmand compatibility: gearshard always stores a job before acknowledging it."`
@@ -31,6 +31,8 @@ type QueueFlags struct {
 	RedisPort            int    `name:"redis-port" default:"6379" help:"Redis port."`
 	RedisPassword        string `name:"redis-password" help:"Redis password."`
 	RedisPrefix          string `name:"redis-prefix" default:"_gear_" help:"Redis key prefix."`
+	LibmemcachedServers  string `name:"libmemcached-servers" help:"memcached servers for -q libmemcached: host[:port] (11211), separated by commas."`
+	LibmemcachedPrefix   string `name:"libmemcached-prefix" default:"gear_" help:"memcached key prefix."`
 }
 
 // openStore opens the persistent queue the flags ask for; nil for builtin.
@@ -54,8 +56,14 @@ func (q *QueueFlags) openStore(log zerolog.Logger) (engine.Store, error) {
 			Password: q.MySQLPassword, DB: q.MySQLDB, Table: q.MySQLTable}, log))
 	case "redis":
 		return asStore(queue.OpenRedis(net.JoinHostPort(q.RedisServer, strconv.Itoa(q.RedisPort)), q.RedisPassword, q.RedisPrefix, log))
+	case "libmemcached":
+		addrs, err := queue.ParseMemcachedServers(q.LibmemcachedServers)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		return asStore(queue.OpenMemcached(addrs, q.LibmemcachedPrefix, log))
 	}
-	return nil, usagef("--queue-type %q: want builtin, libsqlite3, Postgres, MySQL or redis", q.QueueType)
+	return nil, usagef("--queue-type %q: want builtin, libsqlite3, Postgres, MySQL, redis or libmemcached", q.QueueType)
 }
 
 // asStore keeps a failed open from turning into a non-nil interface

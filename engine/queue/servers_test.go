@@ -28,6 +28,9 @@ type netStore struct {
 	// crash is how the restart test stops the server: abruptly, so that
 	// only what the server made durable survives.
 	crash syscall.Signal
+	// fits picks the records of the conformance suite the store can hold
+	// (nil: all).
+	fits func(engine.Record) bool
 }
 
 // open is dial, failing the test on an error.
@@ -223,7 +226,7 @@ func netConformance(t *testing.T, n netStore, addr string) {
 		parts++
 		at := fmt.Sprintf("conformance%d", parts)
 		return func(t *testing.T) engine.Store { return n.open(t, addr, at) }
-	})
+	}, n.fits)
 }
 
 // netDefault: a store opened without a table or key prefix is at

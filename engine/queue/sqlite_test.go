@@ -43,7 +43,7 @@ func TestSQLiteConformance(t *testing.T) {
 	testStore(t, func(t *testing.T) func(t *testing.T) engine.Store {
 		path := filepath.Join(t.TempDir(), "queue.db")
 		return func(t *testing.T) engine.Store { return openSQLiteT(t, path) }
-	})
+	}, nil)
 }
 
 // Run-at times past 2038 (beyond PostgreSQL's INTEGER, so not in the

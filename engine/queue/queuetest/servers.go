@@ -1,5 +1,6 @@
-// Package queuetest starts real PostgreSQL, MariaDB and Redis servers (from
-// the Debian packages postgresql, mariadb-server and redis-server) on
+// Package queuetest starts real PostgreSQL, MariaDB, Redis and memcached
+// servers (from the Debian packages postgresql, mariadb-server,
+// redis-server and memcached) on
 // loopback, on free ports, in temporary directories, for the tests of the
 // persistent queue.
 package queuetest
@@ -309,6 +310,60 @@ func NewRedis(t testing.TB) *Redis {
 			c := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true, MaxRetries: -1})
 			defer c.Close()
 			return c.Ping(ctx).Err()
+		}}
+	s.begin(syscall.SIGKILL)
+	return s
+}
+
+// Memcached is a private memcached instance with -M (it refuses new items
+// when its memory is full, rather than evicting). It keeps nothing across
+// a restart.
+type Memcached struct {
+	server
+	Addr string
+}
+
+// NewMemcached starts a server the test can stop, freeze and restart;
+// args are more memcached options (-I 2m, say).
+func NewMemcached(t testing.TB, args ...string) *Memcached {
+	t.Helper()
+	bin, err := exec.LookPath("memcached")
+	if err != nil {
+		if _, serr := os.Stat("/usr/bin/memcached"); serr != nil {
+			t.Fatalf("memcached not found: install the Debian package memcached (make deps)")
+		}
+		bin = "/usr/bin/memcached"
+	}
+	dir, port := t.TempDir(), FreePort(t)
+	s := &Memcached{Addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	argv := []string{bin, "-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-M", "-m", "256", "-t", "2"}
+	if os.Geteuid() == 0 {
+		argv = append(argv, "-u", "root") // memcached will not run as root unless told whom to be
+	}
+	s.server = server{t: t, what: "memcached", log: filepath.Join(dir, "memcached.log"),
+		argv: append(argv, args...),
+		ready: func(ctx context.Context) error {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", s.Addr)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if dl, ok := ctx.Deadline(); ok {
+				c.SetDeadline(dl)
+			}
+			if _, err := c.Write([]byte("version\r\n")); err != nil {
+				return err
+			}
+			b := make([]byte, 64)
+			n, err := c.Read(b)
+			if err != nil {
+				return err
+			}
+			if !bytes.HasPrefix(b[:n], []byte("VERSION ")) {
+				return fmt.Errorf("answer to version: %q", b[:n])
+			}
+			return nil
 		}}
 	s.begin(syscall.SIGKILL)
 	return s
