@@ -122,12 +122,7 @@ func TestMemcachedSwitchWithGearmand(t *testing.T) {
 	gsASCII, gsOther := submitAll(g, "gs")
 	g.Send(wire.SubmitJobEpoch, "f", "gs-epoch", strconv.FormatInt(time.Now().Unix()+3600, 10), "later")
 	g.Expect(wire.JobCreated)
-	if err := gs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := gs.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("gearshard: %v", err)
-	}
+	gs.term(t)
 
 	// A new gearmand replays gearshard's jobs (those it can), none of
 	// gearmand's that gearshard finished, and not the one with a run-at
@@ -184,12 +179,7 @@ func TestMySQLSwitchWithGearmand(t *testing.T) {
 		g.Send(wire.SubmitJobBG, "f", u, "gs "+u)
 		g.Expect(wire.JobCreated)
 	}
-	if err := gs.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := gs.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("gearshard: %v", err)
-	}
+	gs.term(t)
 
 	// A new gearmand replays what gearshard left: its three jobs, and none
 	// of those gearshard's worker completed.
@@ -322,12 +312,7 @@ func testPersistRestart(t *testing.T, queue []string) {
 		c.Send(s.typ, s.fields...)
 		c.Expect(wire.JobCreated)
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("first server: %v", err)
-	}
+	p.term(t)
 
 	p2 := startProcess(t, queue...)
 	a := gstest.Dial(t, p2.addr)

@@ -110,6 +110,18 @@ func (p *proc) exited() (bool, error) {
 }
 
 // wait returns the process's exit error, failing the test after timeout.
+// term stops p with SIGTERM, as an operator would, and fails the test
+// unless it exits 0 within 20 s.
+func (p *proc) term(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("gearshard after SIGTERM: %v, want exit status 0", err)
+	}
+}
+
 func (p *proc) wait(t *testing.T, timeout time.Duration) error {
 	t.Helper()
 	select {
@@ -127,12 +139,7 @@ func TestSignalTermStops(t *testing.T) {
 	c := gstest.Dial(t, p.addr)
 	c.Send(wire.EchoReq, "up")
 	c.Expect(wire.EchoRes, "up")
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.wait(t, 20*time.Second); err != nil {
-		t.Fatalf("exit after SIGTERM: %v, want status 0", err)
-	}
+	p.term(t)
 }
 
 // SIGUSR1 is gearmand's graceful shutdown: no new connections, running

@@ -29,8 +29,9 @@ var mcStore = netStore{
 	dial: func(addr, prefix string) (engine.Store, error) {
 		return OpenMemcached(strings.Split(addr, ","), prefix, zerolog.Nop())
 	},
-	dflt:  DefaultMemcachedPrefix,
-	crash: syscall.SIGKILL,
+	dflt:     DefaultMemcachedPrefix,
+	crash:    syscall.SIGKILL,
+	volatile: true,
 	fits: func(r engine.Record) bool {
 		return (&Memcached{prefix: "conformance99"}).keyLen(r.Function, r.Unique, mcOwnForm(&r)) <= mcMaxKey
 	},
@@ -238,20 +239,7 @@ func TestMemcached(t *testing.T) {
 	})
 
 	t.Run("DashKeysDistinct", func(t *testing.T) {
-		s := mcStore.open(t, addr, "dash_")
-		rs := []engine.Record{
-			{Function: []byte("a-b"), Unique: []byte("c"), Priority: engine.Normal, Data: []byte("1")},
-			{Function: []byte("a"), Unique: []byte("b-c"), Priority: engine.Normal, Data: []byte("2")},
-			{Function: []byte("a-b-c"), Unique: []byte(""), Priority: engine.Normal, Data: []byte("3")},
-			{Function: []byte("a%2Db"), Unique: []byte("c"), Priority: engine.Normal, Data: []byte("4")},
-			{Function: []byte("a"), Unique: []byte("b%2Dc"), Priority: engine.Normal, Data: []byte("5")},
-			{Function: []byte("a"), Unique: []byte("b c"), Priority: engine.Normal, Data: []byte("6")},
-		}
-		addAll(t, s, rs)
-		closeStore(t, s)
-		s = mcStore.open(t, addr, "dash_")
-		defer closeStore(t, s)
-		wantSet(t, replayAll(t, s), rs)
+		netDashKeys(t, mcStore, addr, "dash_", engine.Record{Function: []byte("a"), Unique: []byte("b c"), Priority: engine.Normal, Data: []byte("6")})
 	})
 
 	t.Run("Limits", func(t *testing.T) {
@@ -372,40 +360,11 @@ func TestMemcachedServers(t *testing.T) {
 	wantSet(t, replayAll(t, s), rs[150:])
 }
 
-// TestMemcachedRestart: memcached keeps nothing across its own restart.
-// With it down, Adds fail within the bound; once it is back the store
-// reconnects by itself, and what it acknowledges from then on replays.
-func TestMemcachedRestart(t *testing.T) {
-	srv, addr := mcStore.server(t)
-	s := mcStore.open(t, addr, "")
-	rec := func(phase string, i int) engine.Record {
-		return engine.Record{Function: []byte("restart"), Unique: fmt.Appendf(nil, "%s-%d", phase, i), Priority: engine.Priority(i % 3), Data: fmt.Appendf(nil, "%s %d", phase, i), When: int64(i)}
-	}
-	addAll(t, s, []engine.Record{rec("before", 0)})
-	srv.Stop(syscall.SIGKILL)
-	t0 := time.Now()
-	if err := addWait(t, s, rec("down", 0), 2*netAttempt+2*time.Second); err == nil {
-		t.Fatalf("Add acknowledged with the server down")
-	} else if d := time.Since(t0); d > netAttempt+time.Second {
-		t.Errorf("Add failed after %v, more than the bound %v", d, netAttempt)
-	}
-	s.Remove([]byte("restart"), []byte("before-0")) // carried, then a no-op
-	srv.Start()
-	acked := []engine.Record{netBack(t, s, "restart", func(i int) engine.Record { return rec("probe", i) })}
-	var after []engine.Record
-	for i := range 100 {
-		after = append(after, rec("after", i))
-	}
-	addAll(t, s, after)
-	acked = append(acked, after...)
-	closeStore(t, s)
-	s = mcStore.open(t, addr, "")
-	defer s.Close()
-	wantSet(t, replayAll(t, s), acked)
-}
-
-func TestMemcachedStall(t *testing.T) { netStall(t, mcStore) }
-func TestMemcachedCrash(t *testing.T) { netCrash(t, mcStore) }
+// TestMemcachedRestart: memcached keeps nothing across its own restart;
+// the store comes back by itself and keeps what it acknowledges then.
+func TestMemcachedRestart(t *testing.T) { netRestart(t, mcStore) }
+func TestMemcachedStall(t *testing.T)   { netStall(t, mcStore) }
+func TestMemcachedCrash(t *testing.T)   { netCrash(t, mcStore) }
 
 // BenchmarkMemcachedAdd: acknowledged Adds per second, many in flight.
 func BenchmarkMemcachedAdd(b *testing.B) { netBenchAdd(b, mcStore) }

@@ -112,21 +112,7 @@ func TestRedis(t *testing.T) {
 		}
 	})
 
-	t.Run("DashKeysDistinct", func(t *testing.T) {
-		s := redisStore.open(t, addr, "dash")
-		rs := []engine.Record{
-			{Function: []byte("a-b"), Unique: []byte("c"), Priority: engine.Normal, Data: []byte("1")},
-			{Function: []byte("a"), Unique: []byte("b-c"), Priority: engine.Normal, Data: []byte("2")},
-			{Function: []byte("a-b-c"), Unique: []byte(""), Priority: engine.Normal, Data: []byte("3")},
-			{Function: []byte("a%2Db"), Unique: []byte("c"), Priority: engine.Normal, Data: []byte("4")},
-			{Function: []byte("a"), Unique: []byte("b%2Dc"), Priority: engine.Normal, Data: []byte("5")},
-		}
-		addAll(t, s, rs)
-		closeStore(t, s)
-		s = redisStore.open(t, addr, "dash")
-		defer closeStore(t, s)
-		wantSet(t, replayAll(t, s), rs)
-	})
+	t.Run("DashKeysDistinct", func(t *testing.T) { netDashKeys(t, redisStore, addr, "dash") })
 
 	t.Run("BadOpen", func(t *testing.T) {
 		netNoServer(t, redisStore, fmt.Sprintf("127.0.0.1:%d", queuetest.FreePort(t)))
