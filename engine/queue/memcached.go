@@ -72,7 +72,7 @@ const mcOwnSep = "%@"
 // walks the hash table and so reaches every item: gearmand's "stats
 // cachedump" lists at most about 2 MB of keys per slab class, and a
 // metadump of the LRUs misses items the LRU maintainer is moving (seen
-// here: 30 of 150 jobs missing from one listing).
+// here: 31 of 150 jobs missing from one listing).
 //
 // One writer goroutine sends each batch as one pipeline per server and
 // acknowledges its Adds when each server has answered STORED.
