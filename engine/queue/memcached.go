@@ -99,13 +99,6 @@ type mcConn struct {
 	w *bufio.Writer
 }
 
-// mcCmd is one command of a batch: a set of op's data at key, or a
-// delete of key.
-type mcCmd struct {
-	op  int // index in the batch
-	set bool
-}
-
 // ParseMemcachedServers reads gearmand's --libmemcached-servers list:
 // host[:port][:weight] entries separated by commas or spaces, an IPv6 host
 // in brackets; the port is 11211 when not given. A weight does not change
@@ -340,12 +333,14 @@ func (m *Memcached) serverOf(key []byte) int {
 // in call order, pipelined, while its answers are read. Writing a job
 // deletes the key of its other form; a Remove deletes both forms.
 func (m *Memcached) write(ops []netOp) error {
-	// Every command carries its own key, so that a reader can name it.
-	type keyed struct {
-		cmd mcCmd
+	// mcCmd is one command of the batch: a set of op's data at key, or a
+	// delete of key.
+	type mcCmd struct {
+		op  int // index in ops
+		set bool
 		key []byte
 	}
-	per := make([][]keyed, len(m.servers))
+	per := make([][]mcCmd, len(m.servers))
 	var kbuf []byte
 	for i := range ops {
 		rec := &ops[i].rec
@@ -361,7 +356,7 @@ func (m *Memcached) write(ops []netOp) error {
 				continue // (nor one this long)
 			}
 			s := m.serverOf(key)
-			per[s] = append(per[s], keyed{mcCmd{op: i, set: ops[i].done != nil && form == own}, key})
+			per[s] = append(per[s], mcCmd{op: i, set: ops[i].done != nil && form == own, key: key})
 		}
 	}
 	deadline := time.Now().Add(netAttempt)
@@ -379,8 +374,8 @@ func (m *Memcached) write(ops []netOp) error {
 			s := m.servers[si]
 			errs[si] = s.pipeline(deadline, len(cmds), func(w *bufio.Writer, k int) {
 				c := cmds[k]
-				rec := &ops[c.cmd.op].rec
-				if !c.cmd.set {
+				rec := &ops[c.op].rec
+				if !c.set {
 					w.WriteString("delete ")
 					w.Write(c.key)
 					w.WriteString("\r\n")
@@ -390,7 +385,15 @@ func (m *Memcached) write(ops []netOp) error {
 				if own {
 					n += 8
 				}
-				fmt.Fprintf(w, "set %s %d 0 %d\r\n", c.key, rec.Priority, n)
+				// set <key> <flags: priority> 0 <bytes>; no fmt: this runs per job.
+				var num [20]byte
+				w.WriteString("set ")
+				w.Write(c.key)
+				w.WriteByte(' ')
+				w.Write(strconv.AppendUint(num[:0], uint64(rec.Priority), 10))
+				w.WriteString(" 0 ")
+				w.Write(strconv.AppendInt(num[:0], int64(n), 10))
+				w.WriteString("\r\n")
 				if own {
 					var when [8]byte
 					binary.BigEndian.PutUint64(when[:], uint64(rec.When))
@@ -404,7 +407,7 @@ func (m *Memcached) write(ops []netOp) error {
 				}
 				c := cmds[k]
 				switch {
-				case c.cmd.set && reply == "STORED", !c.cmd.set && (reply == "DELETED" || reply == "NOT_FOUND"):
+				case c.set && reply == "STORED", !c.set && (reply == "DELETED" || reply == "NOT_FOUND"):
 					return nil
 				case strings.HasPrefix(reply, "SERVER_ERROR "):
 					// This command alone failed (out of memory, too large).
@@ -412,7 +415,7 @@ func (m *Memcached) write(ops []netOp) error {
 					return nil
 				}
 				verb := "delete"
-				if c.cmd.set {
+				if c.set {
 					verb = "set"
 				}
 				return &mcReplyError{fmt.Sprintf("libmemcached queue: %s: %q to %s of %q", s.addr, reply, verb, c.key)}
@@ -422,7 +425,7 @@ func (m *Memcached) write(ops []netOp) error {
 	wg.Wait()
 	for si, cmds := range per {
 		for k, err := range refused[si] {
-			if op := &ops[cmds[k].cmd.op]; err != nil && op.err == nil {
+			if op := &ops[cmds[k].op]; err != nil && op.err == nil {
 				op.err = err
 			}
 		}
