@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,7 +57,8 @@ type Server struct {
 	adm  *engine.Admin
 
 	gnetEng gnet.Engine
-	addr    atomic.Pointer[net.TCPAddr]
+	listen  []string       // host:port to bind, from -L and -p
+	bound   []*net.TCPAddr // what they bound to; set before ready closes, nil if Serve failed
 	ready   chan struct{}
 	done    chan error
 
@@ -172,8 +172,15 @@ func (s *Server) Serve() error {
 			gopts = append(gopts, gnet.WithTCPKeepCount(s.opts.KeepAliveCount))
 		}
 	}
-	addr := "tcp://" + net.JoinHostPort(s.opts.Listen, strconv.Itoa(s.opts.Port))
-	err := gnet.Run(s, addr, gopts...)
+	addrs, err := ListenAddrs(context.Background(), s.opts.Listen, s.opts.Port)
+	if err == nil {
+		s.listen = addrs
+		protoAddrs := make([]string, len(addrs))
+		for i, a := range addrs {
+			protoAddrs[i] = "tcp://" + a
+		}
+		err = gnet.Rotate(s, protoAddrs, gopts...)
+	}
 	if err == nil && !s.stopped.Load() {
 		// gnet logs the cause (an event loop's fatal error) and returns nil.
 		err = errors.New("netio: the event loops stopped on their own")
@@ -187,16 +194,25 @@ func (s *Server) Serve() error {
 }
 
 // WaitReady blocks until the listener accepts connections (or Serve failed)
-// and returns the bound address.
+// and returns the bound address (the first, when -L named several).
 func (s *Server) WaitReady() *net.TCPAddr {
 	<-s.ready
-	return s.addr.Load()
+	if len(s.bound) == 0 {
+		return nil
+	}
+	return s.bound[0]
+}
+
+// Addrs waits as WaitReady and returns every bound address.
+func (s *Server) Addrs() []*net.TCPAddr {
+	<-s.ready
+	return s.bound
 }
 
 // Stop closes the listener and every connection.
 func (s *Server) Stop(ctx context.Context) error {
 	<-s.ready
-	if s.addr.Load() == nil {
+	if len(s.bound) == 0 {
 		return errors.New("netio: server is not running")
 	}
 	s.tlsMu.Lock()
@@ -217,10 +233,27 @@ func (s *Server) Connections() int64 { return s.conns.open.Load() }
 // with the kernel maximum; listen() again on the same socket lowers it).
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.gnetEng = eng
-	fd, err := eng.Dup()
+	bound := make([]*net.TCPAddr, len(s.listen))
+	for i, a := range s.listen {
+		addr, err := s.prepareListener(eng, a)
+		if err != nil {
+			s.log.Error().Err(err).Str("addr", a).Msg("cannot inspect the listening socket")
+			return gnet.Shutdown
+		}
+		bound[i] = addr
+		s.log.Info().Str("addr", addr.String()).Msg("listening")
+	}
+	s.bound = bound
+	close(s.ready)
+	return gnet.None
+}
+
+// prepareListener applies the backlog to the listener of a and returns
+// the address it is bound to.
+func (s *Server) prepareListener(eng gnet.Engine, a string) (*net.TCPAddr, error) {
+	fd, err := eng.DupListener("tcp", a)
 	if err != nil {
-		s.log.Error().Err(err).Msg("cannot inspect the listening socket")
-		return gnet.Shutdown
+		return nil, err
 	}
 	defer unix.Close(fd)
 	if s.opts.Backlog > 0 {
@@ -230,13 +263,9 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
-		s.log.Error().Err(err).Msg("cannot read the bound address")
-		return gnet.Shutdown
+		return nil, err
 	}
-	s.addr.Store(sockaddrTCP(sa))
-	s.log.Info().Str("addr", s.addr.Load().String()).Msg("listening")
-	close(s.ready)
-	return gnet.None
+	return sockaddrTCP(sa), nil
 }
 
 func sockaddrTCP(sa unix.Sockaddr) *net.TCPAddr {

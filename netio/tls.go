@@ -115,7 +115,9 @@ func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
 	s.tlsListener = l
 	s.tlsConns = make(map[*tls.Conn]struct{})
 	s.tlsMu.Unlock()
-	s.addr.Store(l.Addr().(*net.TCPAddr))
+	for _, a := range ListenerAddrs(l) {
+		s.bound = append(s.bound, a.(*net.TCPAddr))
+	}
 	close(s.ready)
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -115,6 +115,11 @@ func (c *ServeCmd) validate() error {
 	if c.HTTPPort < 0 || c.HTTPPort > 65535 {
 		return usagef("--http-port %d: must be 0..65535", c.HTTPPort)
 	}
+	if c.MetricsListen != "" {
+		if _, _, err := splitListen(c.MetricsListen); err != nil {
+			return usagef("--metrics-listen %q: %v", c.MetricsListen, err)
+		}
+	}
 	return nil
 }
 
@@ -310,7 +315,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 			closeStore(store, log)
 			return nil, usageError{err.Error()}
 		}
-		l, err := net.Listen("tcp", hostPort(c.Listen, c.Port))
+		l, err := netio.ListenAll(context.Background(), c.Listen, c.Port)
 		if err != nil {
 			eng.Close()
 			closeStore(store, log)
@@ -332,7 +337,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 			host = c.Listen
 		}
 		opts := netio.HTTPOptions{MaxBody: c.HTTPMaxBody, MaxHeader: c.HTTPMaxHeader, ReadTimeout: c.HTTPReadTimeout}
-		addr, err := s.serveExtra("HTTP front end", net.JoinHostPort(host, strconv.Itoa(c.HTTPPort)),
+		addr, err := s.serveExtra("HTTP front end", host, c.HTTPPort,
 			func(ctx context.Context, l net.Listener) error {
 				return s.net.ServeHTTPFrontEnd(ctx, s.net.LimitHTTP(l), opts)
 			})
@@ -343,7 +348,8 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 	}
 	if c.MetricsListen != "" {
 		mon := monitor.New(eng, monitor.Options{Version: Version, MaxFunctions: c.MetricsMaxFuncs, Refused: s.net.Refused, BufferCutoffs: s.net.BufferCutoffs})
-		addr, err := s.serveExtra("metrics and dashboard", c.MetricsListen, func(ctx context.Context, l net.Listener) error {
+		host, port, _ := splitListen(c.MetricsListen) // checked by validate
+		addr, err := s.serveExtra("metrics and dashboard", host, port, func(ctx context.Context, l net.Listener) error {
 			return mon.Serve(ctx, netio.LimitConns(l, netio.MetricsConns))
 		})
 		if err != nil {
@@ -359,8 +365,8 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 
 // serveExtra starts a listener beside the Gearman port; failing to bind
 // stops the whole server, as a bad -p would.
-func (s *server) serveExtra(what, addr string, serve func(context.Context, net.Listener) error) (string, error) {
-	l, err := net.Listen("tcp", addr)
+func (s *server) serveExtra(what, host string, port int, serve func(context.Context, net.Listener) error) (string, error) {
+	l, err := netio.ListenAll(context.Background(), host, port)
 	if err != nil {
 		s.shutdown(false)
 		_ = s.wait()
@@ -373,11 +379,23 @@ func (s *server) serveExtra(what, addr string, serve func(context.Context, net.L
 			s.log.Error().Err(err).Str("listener", what).Msg("stopped")
 		}
 	}()
-	s.log.Info().Str("addr", l.Addr().String()).Msg(what + " listening")
+	for _, a := range netio.ListenerAddrs(l) {
+		s.log.Info().Str("addr", a.String()).Msg(what + " listening")
+	}
 	return l.Addr().String(), nil
 }
 
-func hostPort(host string, port int) string { return host + ":" + strconv.Itoa(port) }
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// splitListen reads a host:port flag; the port may be a service name.
+func splitListen(hostPort string) (string, int, error) {
+	host, p, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := net.LookupPort("tcp", p)
+	return host, port, err
+}
 
 // shutdown stops the server; graceful first stops taking connections and
 // waits for running jobs to finish.

@@ -229,3 +229,26 @@ func TestTLS(t *testing.T) {
 	}
 	t.Fatalf("openssl s_client: no version reply (%v)", sc.Err())
 }
+
+// TestTLSListenIPv6: -L with an IPv6 address serves TLS there (the TLS
+// listener once joined host and port without brackets and failed to start).
+func TestTLSListenIPv6(t *testing.T) {
+	p := newPKI(t)
+	ts := startServer(t, func(c *ServeCmd) {
+		c.Listen = "::1"
+		c.SSL, c.SSLCertificate, c.SSLKey, c.SSLCAFile = true, p.certFile, p.keyF, p.caFile
+	})
+	if ts.host != "::1" {
+		t.Fatalf("bound %s, want ::1", ts.addr)
+	}
+	c, err := tlsDial(t, ts.addr, p, &p.client)
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	if _, err := c.Write([]byte("version\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "OK "+Version+"\n" {
+		t.Fatalf("version over TLS on ::1: %q, %v", line, err)
+	}
+}
