@@ -46,7 +46,10 @@ type shard struct {
 	// runnable counts queued jobs per priority over all functions; GRAB
 	// reads it without the lock to skip shards with nothing to offer.
 	runnable [numPriorities]atomic.Int64
-	bytes    atomic.Int64 // memory held by this shard's jobs (see MaxQueueBytes)
+	// bytes is the memory held by this shard's jobs (see MaxQueueBytes),
+	// allocated apart: slab cleanups hold it, and holding the shard instead
+	// would keep the shard, and through it its slabs, for ever.
+	bytes *atomic.Int64
 	// ready lists, per priority, the functions with jobs queued at it, so
 	// that a worker registered for many more functions looks only at these
 	// (see leastRecentlyServed).
@@ -241,6 +244,7 @@ func newShard(e *Engine, idx int) *shard {
 		withUniques: make(map[*function]struct{}),
 		waiters:     make(map[uint64][]waiter),
 		nextID:      uint64(idx) + 1,
+		bytes:       new(atomic.Int64),
 	}
 }
 
@@ -368,7 +372,7 @@ const (
 // what no slab holds: jobCharge.
 func charge[T any](s *shard, slab *T, n int64) {
 	s.bytes.Add(n)
-	runtime.AddCleanup(slab, slabCharge.release, slabCharge{&s.bytes, n})
+	runtime.AddCleanup(slab, slabCharge.release, slabCharge{s.bytes, n})
 }
 
 type slabCharge struct {
