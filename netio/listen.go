@@ -55,7 +55,7 @@ func ListenAll(ctx context.Context, host string, port int) (net.Listener, error)
 	}
 	ls := make([]net.Listener, 0, len(addrs))
 	for _, a := range addrs {
-		l, err := net.Listen("tcp", a)
+		l, err := net.Listen(network(a), a)
 		if err != nil {
 			for _, l := range ls {
 				l.Close()
@@ -72,6 +72,21 @@ func ListenAll(ctx context.Context, host string, port int) (net.Listener, error)
 		go m.acceptFrom(l)
 	}
 	return m, nil
+}
+
+// network is "tcp" for the wildcard (one dual-stack socket) and else the
+// address's family: an IPv6 address, "::" too, is IPv6 only, as gearmand
+// and gnet bind it.
+func network(hostPort string) string {
+	host, _, _ := net.SplitHostPort(hostPort)
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case err != nil:
+		return "tcp"
+	case ip.Is4():
+		return "tcp4"
+	}
+	return "tcp6"
 }
 
 // ListenerAddrs is every address l listens on.

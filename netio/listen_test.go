@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"gearshard/netio"
 	"gearshard/netio/gstest"
 	"gearshard/wire"
@@ -114,5 +116,31 @@ func TestListenAll(t *testing.T) {
 	}
 	if _, err := netio.ListenAll(context.Background(), "nowhere.test", 0); err == nil {
 		t.Error("ListenAll of a name that does not resolve succeeded")
+	}
+}
+
+// TestListenAllIPv6Only: "::" is IPv6 only, as on the gnet port and in
+// gearmand; only "" (every interface) is one dual-stack socket.
+func TestListenAllIPv6Only(t *testing.T) {
+	for host, want := range map[string]int{"::": 1, "": 0} {
+		l, err := netio.ListenAll(context.Background(), host, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := l.(*net.TCPListener).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v6only int
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			v6only, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		}); err != nil || serr != nil {
+			t.Fatal(err, serr)
+		}
+		l.Close()
+		if v6only != want {
+			t.Errorf("-L %q: IPV6_V6ONLY = %d, want %d", host, v6only, want)
+		}
 	}
 }

@@ -72,7 +72,7 @@ func TestCLIRun(t *testing.T) {
 		{args: "--max-packet-size 4096 --max-output-bytes 4096 --max-buffered-bytes 4095", code: 2, stderr: "gearshard: --max-buffered-bytes 4095: must be at least --max-packet-size (4096), or 0 for no limit\n"},
 		{args: "--metrics-max-functions 0", code: 2, stderr: "gearshard: --metrics-max-functions 0: must be at least 1\n"},
 		{args: "--metrics-listen 127.0.0.1:99999", code: 2, stderr: "gearshard: --metrics-listen \"127.0.0.1:99999\": address 99999: invalid port\n"},
-		{args: "--metrics-listen 192.0.2.1:0", code: 1, stderr: "gearshard: metrics and dashboard: listen tcp 192.0.2.1:0: bind: cannot assign requested address\n"},
+		{args: "--metrics-listen 192.0.2.1:0", code: 1, stderr: "gearshard: metrics and dashboard: listen tcp4 192.0.2.1:0: bind: cannot assign requested address\n"},
 
 		// gearmand's hidden --check-args: the options are checked, nothing runs.
 		{args: "--check-args -p 0 -j 3 -d -u nobody", code: 0},
