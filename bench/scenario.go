@@ -254,7 +254,8 @@ func fgClient(cfg Config, id int, h *Histogram, done, settled *atomic.Int64, sto
 		buf[i] = 'x'
 	}
 	var (
-		seq     = uint64(id) << 40
+		first   = uint64(id) << 40 // this client's sequence numbers follow
+		seq     = first
 		created = make([]pending, cfg.InFlight) // ring: submitted, awaiting JOB_CREATED (FIFO per connection)
 		head, n int                             // created[head] is the oldest of n
 		// running is keyed by a hash of the handle, not the handle: a
@@ -268,7 +269,7 @@ func fgClient(cfg Config, id int, h *Histogram, done, settled *atomic.Int64, sto
 			return false
 		}
 		seq++
-		c.send(wire.SubmitJob, names[int(seq)%len(names)], nil, payload(buf, seq))
+		c.send(wire.SubmitJob, names[fgFunction(id, cfg.InFlight, seq-first, len(names))], nil, payload(buf, seq))
 		created[(head+n)%len(created)] = pending{seq: seq, start: time.Now()}
 		n++
 		return true
@@ -316,6 +317,18 @@ func fgClient(cfg Config, id int, h *Histogram, done, settled *atomic.Int64, sto
 		}
 	}
 	return c.flush()
+}
+
+// fgFunction picks the function of a client's job-th job (from 1). Each
+// client starts its round of the functions where the client before it
+// stops, so the jobs first in flight spread over all of them. Were every
+// client to start at the same function, the first C×P jobs would pile up on
+// P functions, and a server that serves a worker's functions in turn would
+// work that pile off at 1/F of its rate while every other job went through:
+// 2,000 clients with 2 in flight over 64 functions left 1,840 jobs on each
+// of two functions, and the run measured that pile (p99 5 s, p50 20 ms).
+func fgFunction(client, inFlight int, job uint64, funcs int) int {
+	return int((job + uint64(client)*uint64(inFlight)) % uint64(funcs))
 }
 
 // submitBG queues jobs background jobs from cfg.Clients connections, each

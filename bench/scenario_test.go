@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -113,5 +114,31 @@ func TestFGNoAllocationPerJob(t *testing.T) {
 	short, long := mallocs(2_000), mallocs(30_000)
 	if perJob := float64(long-short) / 28_000; perJob > 0.5 {
 		t.Fatalf("%.2f allocations per job (%d for 2,000 jobs, %d for 30,000)", perJob, short, long)
+	}
+}
+
+// The jobs fg clients first put in flight spread evenly over the functions
+// (no function gets more than one job more than another), and each client
+// still cycles through every function in turn.
+func TestFGFunctionsSpread(t *testing.T) {
+	for _, c := range []struct{ clients, inFlight, funcs int }{
+		{8, 16, 64}, {2000, 2, 64}, {3, 5, 7}, {1, 16, 64}, {8, 16, 1},
+	} {
+		counts := make([]int, c.funcs)
+		for client := 0; client < c.clients; client++ {
+			for job := uint64(1); job <= uint64(c.inFlight); job++ {
+				counts[fgFunction(client, c.inFlight, job, c.funcs)]++
+			}
+			seen := make(map[int]bool)
+			for job := uint64(1); job <= uint64(c.funcs); job++ {
+				seen[fgFunction(client, c.inFlight, job, c.funcs)] = true
+			}
+			if len(seen) != c.funcs {
+				t.Fatalf("%+v: client %d's %d jobs in a row reach %d functions", c, client, c.funcs, len(seen))
+			}
+		}
+		if lo, hi := slices.Min(counts), slices.Max(counts); hi-lo > 1 {
+			t.Errorf("%+v: first jobs per function range %d..%d: %v", c, lo, hi, counts)
+		}
 	}
 }
