@@ -11,7 +11,9 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
@@ -552,12 +554,21 @@ func (cn *conn) checkDrain() {
 
 // writeSocket writes what the non-blocking socket takes now. A broken
 // connection swallows everything: its loop sees it close on the next read.
+//
+// It enters the kernel without the scheduler's syscall bookkeeping
+// (RawSyscall): the socket never blocks, but a loopback write runs the
+// receiver's side of TCP too and can outlast sysmon's 20 µs tick, after
+// which the runtime hands the busy loop's P to another thread and the loop
+// must win one back. A/B against unix.Write, 4 rounds each: fg server CPU
+// per job 0.94× (1 function), 0.95× (64), 0.93× (2,000 clients); the
+// one-job round trip unchanged (p50 0.99×).
 func writeSocket(fd int, p []byte) int {
+	raceRead(p)
 	for {
-		n, err := unix.Write(fd, p)
-		switch err {
-		case nil:
-			return n
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+		switch errno {
+		case 0:
+			return int(n)
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
