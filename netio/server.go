@@ -559,9 +559,9 @@ func (cn *conn) checkDrain() {
 // (RawSyscall): the socket never blocks, but a loopback write runs the
 // receiver's side of TCP too and can outlast sysmon's 20 µs tick, after
 // which the runtime hands the busy loop's P to another thread and the loop
-// must win one back. A/B against unix.Write, 4 rounds each: fg server CPU
-// per job 0.94× (1 function), 0.95× (64), 0.93× (2,000 clients); the
-// one-job round trip unchanged (p50 0.99×).
+// must win one back. A/B against unix.Write: fg server CPU per job 0.94×
+// (1 function; 0.97× in a 6-round rerun), 0.95× (64), 0.93× (2,000
+// clients); the one-job round trip unchanged (p50 0.99×).
 func writeSocket(fd int, p []byte) int {
 	raceRead(p)
 	for {
