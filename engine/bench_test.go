@@ -73,6 +73,48 @@ func BenchmarkJobCycle(b *testing.B) {
 	}
 }
 
+// BenchmarkGrabRotation is the job cycle of a worker of 64 functions over
+// two shards, each function with jobs queued (the fg F=64 load): every GRAB
+// picks the registration served least recently across the shards.
+func BenchmarkGrabRotation(b *testing.B) {
+	const funcs = 64
+	e := newTestEngine(b, 2, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	w := e.NewSession(2, "127.0.0.1", nil)
+	submits := make([]*wire.Packet, funcs)
+	for i := range submits {
+		name := "fn" + strconv.Itoa(i)
+		e.Handle(&tr, w, req(wire.CanDo, name))
+		submits[i] = req(wire.SubmitJob, name, "", strings.Repeat("x", 64))
+	}
+	for i := 0; i < 2*funcs; i++ { // a backlog of two jobs per function
+		e.Handle(&tr, c, submits[i%funcs])
+	}
+	grab := req(wire.GrabJob)
+	complete := *req(wire.WorkComplete, "H:t:1", strings.Repeat("x", 64))
+	var handle []byte
+	cycle := func(i int) {
+		e.Handle(&tr, c, submits[i%funcs])
+		e.Handle(&tr, w, grab)
+		w.WriteOutput(func(out []byte) int {
+			p, _, _ := wire.Decode(out, wire.DefaultMaxPacket)
+			handle = append(handle[:0], p.Field[0]...)
+			return len(out)
+		})
+		complete.Field[0] = handle
+		e.Handle(&tr, w, &complete)
+		c.discardOutput()
+		tr.Reset()
+	}
+	cycle(0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cycle(i)
+	}
+}
+
 // BenchmarkShardsParallel runs job cycles from every core at once, each
 // goroutine on its own function. With one shard they share a lock; with a
 // shard per core they should not slow each other down.

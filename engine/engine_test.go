@@ -646,10 +646,11 @@ func TestClosedEngineIsCollected(t *testing.T) {
 	t.Fatal("a closed engine is still in memory after 100 collections")
 }
 
-// A worker's choice of job is the same whichever list it walks, and the
-// shards' lists of functions with work stay exact, through registrations,
-// withdrawals, submissions at every priority, grabs, results and
-// disconnections.
+// A worker's choice of job is its least recently served registration with
+// a job, whichever list it walks (its serving order, or the shard's
+// functions with work), and the shards' lists of functions with work stay
+// exact, through registrations, withdrawals, submissions at every
+// priority, grabs, results and disconnections.
 func TestGrabChoiceSameFromReadyList(t *testing.T) {
 	e := newTestEngine(t, 2, nil)
 	var tr Turn
@@ -686,8 +687,23 @@ func TestGrabChoiceSameFromReadyList(t *testing.T) {
 					if n != len(ps.abilities) {
 						t.Fatalf("step %d: %d registrations by function, %d in all", step, n, len(ps.abilities))
 					}
-					if a, b := servedLeastViaRegistrations(ps, pri), s.servedLeastViaReady(ps, pri); a != b {
-						t.Fatalf("step %d: walks disagree at priority %d: %v against %v", step, pri, a, b)
+					listed := 0
+					for _, l := range [...]*abilityList{&ps.unserved, &ps.served} {
+						for a := l.head; a != nil; a = a.next {
+							listed++
+						}
+					}
+					if listed != len(ps.abilities) {
+						t.Fatalf("step %d: %d registrations in serving order, %d in all", step, listed, len(ps.abilities))
+					}
+					var want *ability // by definition: the least recently served with a job
+					for _, a := range ps.abilities {
+						if a.fn.queue[pri].head != nil && servedBefore(a, want) {
+							want = a
+						}
+					}
+					if a, b := servedLeastViaRegistrations(ps, pri), s.servedLeastViaReady(ps, pri); a != want || b != want {
+						t.Fatalf("step %d: at priority %d the serving order gives %v, the ready list %v, want %v", step, pri, a, b, want)
 					}
 				}
 			}

@@ -47,6 +47,9 @@ type Session struct {
 
 type sessShard struct {
 	abilities []*ability // newest last
+	// The same registrations in the order a GRAB serves them: those never
+	// served in CAN_DO order, then the rest least recently served first.
+	unserved, served abilityList
 	// byFn holds the same registrations by function (a repeated CAN_DO
 	// adds another), for workers with many (see leastRecentlyServed).
 	byFn    map[*function][]*ability

@@ -98,6 +98,36 @@ type ability struct {
 	served    uint64 // the session's grabSeq when last served; 0 = never
 	asleep    bool   // listed in fn.sleepers
 	withdrawn bool   // CANT_DO'd or session gone; skipped if still listed
+	// prev and next link it into its session's serving order in the shard
+	// (sessShard.unserved or .served).
+	prev, next *ability
+}
+
+// abilityList is an intrusive doubly-linked list of registrations.
+type abilityList struct{ head, tail *ability }
+
+func (l *abilityList) pushBack(a *ability) {
+	a.prev, a.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = a
+	} else {
+		l.head = a
+	}
+	l.tail = a
+}
+
+func (l *abilityList) remove(a *ability) {
+	if a.prev != nil {
+		a.prev.next = a.next
+	} else {
+		l.head = a.next
+	}
+	if a.next != nil {
+		a.next.prev = a.prev
+	} else {
+		l.tail = a.prev
+	}
+	a.prev, a.next = nil, nil
 }
 
 type jobState uint8

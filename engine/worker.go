@@ -23,6 +23,7 @@ func (e *Engine) CanDo(t *Turn, sess *Session, fname []byte, timeout time.Durati
 	f.workers = append(f.workers, a)
 	ps := &sess.per[s.idx]
 	ps.abilities = append(ps.abilities, a)
+	ps.unserved.pushBack(a)
 	if ps.byFn == nil {
 		ps.byFn = make(map[*function][]*ability)
 	}
@@ -88,6 +89,7 @@ func (s *shard) withdraw(a *ability) {
 		return
 	}
 	a.withdrawn = true
+	a.sess.per[s.idx].servingOrder(a).remove(a)
 	f := a.fn
 	last := len(f.workers) - 1
 	f.workers[a.idx] = f.workers[last]
@@ -226,14 +228,25 @@ func (s *shard) leastRecentlyServed(sess *Session, pri Priority) *ability {
 // registrations.
 const lookupSteps = 4
 
+// servedLeastViaRegistrations walks the registrations in serving order and
+// stops at the first with a job: under load, that is the first or second.
 func servedLeastViaRegistrations(ps *sessShard, pri Priority) *ability {
-	var best *ability
-	for _, a := range ps.abilities {
-		if a.fn.queue[pri].head != nil && servedBefore(a, best) {
-			best = a
+	for _, l := range [...]*abilityList{&ps.unserved, &ps.served} {
+		for a := l.head; a != nil; a = a.next {
+			if a.fn.queue[pri].head != nil {
+				return a
+			}
 		}
 	}
-	return best
+	return nil
+}
+
+// servingOrder is the list that holds a.
+func (ps *sessShard) servingOrder(a *ability) *abilityList {
+	if a.served == 0 {
+		return &ps.unserved
+	}
+	return &ps.served
 }
 
 func (s *shard) servedLeastViaReady(ps *sessShard, pri Priority) *ability {
@@ -256,8 +269,11 @@ func servedBefore(a, best *ability) bool {
 // serve assigns the head job of a's queue at pri and stamps a as served.
 // Caller holds s.mu.
 func (s *shard) serve(t *Turn, sess *Session, a *ability, pri Priority, kind GrabKind) {
+	ps := &sess.per[s.idx]
+	ps.servingOrder(a).remove(a)
 	sess.grabSeq++
 	a.served = sess.grabSeq
+	ps.served.pushBack(a)
 	s.assign(t, sess, a, a.fn.queue[pri].head, kind)
 }
 
