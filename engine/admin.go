@@ -19,7 +19,7 @@ type AdminConfig struct {
 	Shutdown func(graceful bool) // "shutdown [graceful]"; nil disables it
 	// Allow lists the networks besides loopback whose connections may run
 	// the commands that change state (shutdown, maxqueue, cancel job,
-	// create and drop function, verbose).
+	// create and drop function).
 	Allow []*net.IPNet
 }
 
@@ -182,7 +182,7 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 
 // mutating tells the commands that change the server's state.
 func mutating(cmd []byte, is func([]byte, string) bool) bool {
-	for _, c := range []string{"shutdown", "maxqueue", "cancel", "create", "drop", "verbose"} {
+	for _, c := range []string{"shutdown", "maxqueue", "cancel", "create", "drop"} {
 		if is(cmd, c) {
 			return true
 		}

@@ -53,7 +53,7 @@ func (e *Engine) Handle(t *Turn, sess *Session, p *wire.Packet) {
 	case wire.EchoReq:
 		t.send(sess, wire.EchoRes, p.Field[0])
 	case wire.SetClientID:
-		id := string(p.Field[0])
+		id := string(clientID(p.Field[0]))
 		sess.clientID.Store(&id)
 	case wire.OptionReq:
 		if bytes.EqualFold(p.Field[0], []byte("exceptions")) {
@@ -73,4 +73,17 @@ func (e *Engine) Handle(t *Turn, sess *Session, p *wire.Packet) {
 // caller then closes the connection.
 func (t *Turn) SendProtocolError(sess *Session, err *wire.ProtocolError) {
 	t.sendError(sess, err.Code, err.Text)
+}
+
+// maxClientID is gearmand's: it keeps an id in a 128-byte C string, so
+// `workers` shows at most 127 bytes of it, up to its first NUL. Keeping the
+// whole id would let one connection make every `workers` reply megabytes.
+const maxClientID = 127
+
+func clientID(id []byte) []byte {
+	id = id[:min(len(id), maxClientID)]
+	if i := bytes.IndexByte(id, 0); i >= 0 {
+		id = id[:i]
+	}
+	return id
 }

@@ -201,13 +201,15 @@ func (e *Engine) Close() {
 	}
 }
 
-// RunningJobs counts the jobs held by workers, over all shards.
-func (e *Engine) RunningJobs() int {
+// LiveJobs counts the jobs queued, waiting for their epoch or held by
+// workers, over all shards: gearmand's job_count, which a graceful shutdown
+// waits to see reach 0.
+func (e *Engine) LiveJobs() int {
 	n := 0
 	for _, s := range e.shards {
 		s.mu.Lock()
 		for _, f := range s.funcs {
-			n += f.running
+			n += f.total
 		}
 		s.mu.Unlock()
 	}

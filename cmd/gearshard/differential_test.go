@@ -533,6 +533,19 @@ var diffScenarios = []diffScenario{
 		),
 	},
 	{
+		// gearmand keeps 127 bytes of an id, up to its first NUL.
+		name: "set-client-id-long-and-nul",
+		steps: seq(
+			send("w1", wire.SetClientID, strings.Repeat("i", 200)),
+			send("w1", wire.CanDo, "fa"),
+			send("w2", wire.SetClientID, "ab\x00cd"),
+			send("w2", wire.CanDo, "fb"),
+			settle("w1"),
+			settle("w2"),
+			adminWorkers(),
+		),
+	},
+	{
 		name: "option-req",
 		steps: seq(
 			send("c1", wire.OptionReq, "nosuch"), recv("c1", 1),

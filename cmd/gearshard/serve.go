@@ -397,13 +397,14 @@ func splitListen(hostPort string) (string, int, error) {
 	return host, port, err
 }
 
-// shutdown stops the server; graceful first stops taking connections and
-// waits for running jobs to finish.
+// shutdown stops the server; graceful first stops taking connections and,
+// as gearmand, waits until no job is left, queued ones included (the open
+// connections are served meanwhile, and SIGTERM still stops at once).
 func (s *server) shutdown(graceful bool) {
 	s.once.Do(func() {
 		if graceful {
 			s.net.Drain()
-			for s.eng.RunningJobs() > 0 {
+			for s.eng.LiveJobs() > 0 {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}

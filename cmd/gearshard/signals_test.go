@@ -142,17 +142,22 @@ func TestSignalTermStops(t *testing.T) {
 	p.term(t)
 }
 
-// SIGUSR1 is gearmand's graceful shutdown: no new connections, running
-// jobs finish and reach their clients, then exit 0.
+// SIGUSR1 is gearmand's graceful shutdown: no new connections; the open ones
+// are served until no job is left, queued ones included (gearmand waits for
+// its job_count to reach 0), then exit 0.
 func TestSignalUsr1Graceful(t *testing.T) {
 	p := startProcess(t)
 	w := gstest.Dial(t, p.addr)
 	c := gstest.Dial(t, p.addr)
 	w.Send(wire.CanDo, "slow")
-	c.Send(wire.SubmitJob, "slow", "", "payload")
-	h := c.Expect(wire.JobCreated).Fields[0]
+	c.Send(wire.SubmitJob, "slow", "", "first")
+	running := c.Expect(wire.JobCreated).Fields[0]
 	w.Send(wire.GrabJob)
-	w.Expect(wire.JobAssign, h, "slow", "payload")
+	w.Expect(wire.JobAssign, running, "slow", "first")
+	c.Send(wire.SubmitJob, "slow", "", "queued")
+	queued := c.Expect(wire.JobCreated).Fields[0]
+	c.Send(wire.SubmitJobBG, "slow", "", "background")
+	background := c.Expect(wire.JobCreated).Fields[0]
 
 	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
@@ -165,13 +170,24 @@ func TestSignalUsr1Graceful(t *testing.T) {
 		var ne net.Error
 		return err != nil && !(errors.As(err, &ne) && ne.Timeout()) // closed, by FIN or reset
 	}, "new connections still accepted after SIGUSR1")
+	w.Send(wire.WorkComplete, running, "result")
+	c.Expect(wire.WorkComplete, running, "result")
+	// Nothing runs now, but two jobs are queued: the server must wait for
+	// them. It checks for the end every 50 ms, so a second without an exit
+	// is twenty chances to have got it wrong.
 	select {
 	case err := <-p.done:
-		t.Fatalf("exited with a job still running: %v", err)
-	default:
+		p.done <- err
+		t.Fatalf("exited with jobs still queued: %v", err)
+	case <-time.After(time.Second):
 	}
-	w.Send(wire.WorkComplete, h, "result")
-	c.Expect(wire.WorkComplete, h, "result")
+	w.Send(wire.GrabJob)
+	w.Expect(wire.JobAssign, queued, "slow", "queued")
+	w.Send(wire.WorkComplete, queued, "done")
+	c.Expect(wire.WorkComplete, queued, "done")
+	w.Send(wire.GrabJob)
+	w.Expect(wire.JobAssign, background, "slow", "background")
+	w.Send(wire.WorkComplete, background, "")
 	if err := p.wait(t, 20*time.Second); err != nil {
 		t.Fatalf("exit after graceful shutdown: %v, want status 0", err)
 	}
