@@ -75,17 +75,7 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 		sess.mark(kindAdmin)
 	}
 	var argv [5][]byte
-	argc := 0
-	for _, f := range bytes.Split(line, []byte{' '}) {
-		if len(f) == 0 && argc > 0 {
-			continue
-		}
-		if argc == len(argv) {
-			break
-		}
-		argv[argc] = f
-		argc++
-	}
+	argc := splitAdminLine(line, argv[:])
 	cmd := argv[0]
 	is := func(b []byte, s string) bool { return bytes.EqualFold(b, []byte(s)) }
 	a.mu.Lock()
@@ -178,6 +168,28 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 	}
 	t.SendRaw(sess, out)
 	return action
+}
+
+// splitAdminLine splits a line into words as gearmand does: at each space,
+// the spaces after it skipped, so that a line ending in a space has an
+// empty last word ("show jobs " is three words, and gearmand refuses it);
+// a word ends at a NUL, gearmand's words being C strings. Words past
+// len(argv) are dropped.
+func splitAdminLine(line []byte, argv [][]byte) int {
+	argc := 0
+	for argc < len(argv) {
+		word, rest, more := bytes.Cut(line, []byte{' '})
+		if i := bytes.IndexByte(word, 0); i >= 0 {
+			word = word[:i]
+		}
+		argv[argc] = word
+		argc++
+		if !more {
+			break
+		}
+		line = bytes.TrimLeft(rest, " ")
+	}
+	return argc
 }
 
 // mutating tells the commands that change the server's state.

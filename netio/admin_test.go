@@ -42,6 +42,14 @@ func TestAdminGoldenEmptyServer(t *testing.T) {
 		{"cancel foo bar", "ERR UNKNOWN_ERROR\r\n"},
 		{"cancel job H:test:1", "ERR UNKNOWN_JOB\r\n"},
 		{"shutdown now", "ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n"},
+		// gearmand's words: a trailing space makes an empty last word, and
+		// a word ends at a NUL.
+		{"show jobs ", "ERR UNKNOWN_SHOW_ARGUMENTS\r\n"},
+		{"drop function nosuch ", "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+drop\r\n"},
+		{"cancel job H:test:1 ", "ERR UNKNOWN_ERROR\r\n"},
+		{"show  jobs", ".\n"},
+		{"status\x00", ".\n"},
+		{"status\x00 ignored", ".\n"},
 	} {
 		if got := a.Admin(c.send); got != c.want {
 			t.Errorf("%q: got %q, want %q", c.send, got, c.want)
@@ -152,6 +160,15 @@ func TestAdminMaxQueuePerPriority(t *testing.T) {
 	}
 	c.Send(wire.SubmitJobBG, "f", "", "unlimited again")
 	c.Expect(wire.JobCreated)
+	// A trailing space is an empty fourth word, as in gearmand: the line
+	// then sets HIGH to 1 and leaves the other priorities unlimited.
+	if got := a.Admin("maxqueue f 1 "); got != "OK\r\n" {
+		t.Fatalf("maxqueue with a trailing space: %q", got)
+	}
+	c.Send(wire.SubmitJobBG, "f", "", "normal, unlimited")
+	c.Expect(wire.JobCreated)
+	c.Send(wire.SubmitJobHighBG, "f", "", "high")
+	c.Expect(wire.Error, "QUEUE_ERROR", "Job queue is full")
 }
 
 // shutdown is accepted from loopback and stops the server.
