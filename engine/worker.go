@@ -382,11 +382,29 @@ func (s *shard) finish(t *Turn, j *Job, outcome string) {
 
 // timeoutJob fails a running job whose worker outlived its CAN_DO_TIMEOUT.
 // The worker is not told; its late result gets JOB_NOT_FOUND.
-func (s *shard) timeoutJob(t *Turn, j *Job) {
+func (s *shard) timeoutJob(t *Turn, j *Job) { s.failRunning(t, j, "job failed: worker timeout") }
+
+// failRunning ends a running job with WORK_FAIL to its clients.
+func (s *shard) failRunning(t *Turn, j *Job, outcome string) {
 	var hb [64]byte
 	j.fn.counters.Failed++
 	s.forward(t, j, wire.WorkFail, s.e.appendHandle(hb[:0], j.id))
-	s.finish(t, j, "job failed: worker timeout")
+	s.finish(t, j, outcome)
+}
+
+// FailHeld fails the jobs sess is running, where Disconnect would requeue
+// them: for a worker cut off for sending a result the server refuses
+// (over --max-packet-size), which running the job again would repeat, for
+// ever at the default of unlimited retries. Event-loop only.
+func (e *Engine) FailHeld(t *Turn, sess *Session, outcome string) {
+	for _, s := range e.shards {
+		s.mu.Lock()
+		held := &sess.per[s.idx].held
+		for held.head != nil {
+			s.failRunning(t, held.head, outcome)
+		}
+		s.mu.Unlock()
+	}
 }
 
 // requeue returns a job whose worker went away to the tail of its queue,

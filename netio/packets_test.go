@@ -493,6 +493,37 @@ func TestE2EFramingErrors(t *testing.T) {
 	completeJob(t, w, h, "ok", bystander)
 }
 
+// TestE2EOversizeResultFailsJobs: a worker whose result is over the packet
+// limit is cut off, and the jobs it held fail instead of being requeued,
+// where the next worker would send the same result, for ever at the default
+// of unlimited retries.
+func TestE2EOversizeResultFailsJobs(t *testing.T) {
+	t.Parallel()
+	srv := gstest.Start(t, func(c *gstest.Config) { c.Net.MaxPacket = 1024 })
+	c := gstest.Dial(t, srv.Addr)
+	fg := submit(t, c, wire.SubmitJob, "big-result", "", "fg")
+	bg := submit(t, c, wire.SubmitJobBG, "big-result", "", "bg")
+	w := dialWorker(t, srv, "big-result")
+	grab(t, w, fg, "big-result", "fg")
+	grab(t, w, bg, "big-result", "bg")
+
+	result := rawPacket("\x00REQ", uint32(wire.WorkComplete), []byte(fg+"\x00"+strings.Repeat("r", 100)))
+	binary.BigEndian.PutUint32(result[8:12], 1025) // announced over the limit; the rest never comes
+	w.Write(result)
+	got := w.ExpectClosed()
+	want := fmt.Sprint([]gstest.Packet{{Type: wire.Error, Fields: []string{"ARGUMENT_TOO_LARGE", "Packet exceeds the maximum packet size"}}})
+	if fmt.Sprint(got) != want {
+		t.Fatalf("worker got %v before close, want %s", got, want)
+	}
+	c.Expect(wire.WorkFail, fg)
+	if got := statusLines(t, c)["big-result"]; got != "0 0 0" {
+		t.Errorf("status after the cut: %q, want no job left", got)
+	}
+	w2 := dialWorker(t, srv, "big-result")
+	w2.Send(wire.GrabJob)
+	w2.Expect(wire.NoJob)
+}
+
 // TestE2EResponseMagicOnRequest: "\0RES" on a request is answered with
 // INVALID_MAGIC and the connection stays open (gearmand).
 func TestE2EResponseMagicOnRequest(t *testing.T) {

@@ -418,6 +418,12 @@ func (s *Server) handleInput(t *engine.Turn, sess *engine.Session, in []byte, ma
 			if errors.As(err, &perr) {
 				t.SendProtocolError(sess, perr)
 			}
+			if err == wire.ErrTooLarge && carriesResult(p.Type) {
+				// Requeued, the job would come back with the same result.
+				s.eng.FailHeld(t, sess, "job failed: result over --max-packet-size")
+				s.log.Warn().Str("peer", sess.Addr).Str("packet", p.Type.String()).Int("max_packet_size", s.opts.MaxPacket).
+					Msg("worker result over --max-packet-size: its jobs failed, connection closed")
+			}
 			s.log.Info().Str("peer", sess.Addr).Err(err).Msg("protocol error, closing connection")
 			r.closeConn = true
 			return r
@@ -431,6 +437,15 @@ func (s *Server) handleInput(t *engine.Turn, sess *engine.Session, in []byte, ma
 		s.eng.Handle(t, sess, &p)
 	}
 	return r
+}
+
+// carriesResult tells the worker packets that carry a job's output.
+func carriesResult(typ wire.Type) bool {
+	switch typ {
+	case wire.WorkData, wire.WorkWarning, wire.WorkComplete, wire.WorkException:
+		return true
+	}
+	return false
 }
 
 // flush writes out every session that got output during this loop's turn.
