@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net"
 	"runtime"
@@ -756,4 +757,25 @@ func TestGrabChoiceSameFromReadyList(t *testing.T) {
 		}
 	}
 	check(20000)
+}
+
+// CAN_DO_TIMEOUT is in milliseconds with a floor of one second; a huge value
+// means no practical timeout, never a negative one that fires at the floor.
+func TestParseTimeout(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"0", 0},
+		{"-5", 0},
+		{"300", time.Second},
+		{"2500", 2500 * time.Millisecond},
+		{"9223372036855", math.MaxInt64 / time.Millisecond * time.Millisecond},
+		{"9223372036854775807", math.MaxInt64 / time.Millisecond * time.Millisecond},
+	} {
+		got, ok := parseTimeout([]byte(c.in))
+		if !ok || got != c.want {
+			t.Errorf("parseTimeout(%q) = %v, %v; want %v", c.in, got, ok, c.want)
+		}
+	}
 }

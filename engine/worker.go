@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -523,5 +524,7 @@ func parseTimeout(b []byte) (time.Duration, bool) {
 	if n <= 0 {
 		return 0, true
 	}
+	// Past about 292 years the product would wrap negative.
+	n = min(n, int64(math.MaxInt64/time.Millisecond))
 	return max(time.Duration(n)*time.Millisecond, time.Second), true
 }
