@@ -205,7 +205,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	acct.Bind(s.budget, nil)
 	defer acct.Set(0)
 	req, err := mapRequest(r.Method, r.RequestURI, r.Header)
-	if err == nil {
+	if err == nil && r.ContentLength > s.httpOpts.MaxBody {
+		// Refused from the header, without waiting for a body that may
+		// never come; the unread body rules out another request on it.
+		w.Header().Set("Connection", "close")
+		err = &errStatus{http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", s.httpOpts.MaxBody)}
+	} else if err == nil {
 		// The body is read to its end even where it is not the workload
 		// (GET, HEAD): only then does net/http watch for the client
 		// leaving, which is what releases a job nobody waits for.

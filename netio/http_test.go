@@ -909,6 +909,13 @@ func TestHTTPOversizedBody(t *testing.T) {
 	if r := wait(t, do(c, req)); r.code != 413 {
 		t.Errorf("chunked 4 KiB body: %v, want 413", r)
 	}
+	// A Content-Length over the limit is refused from the header, before
+	// any body (here none comes, and the server's body timeout is 30 s).
+	resp, closed, err := rawExchange(strings.TrimPrefix(srv.Base, "http://"),
+		[]byte("POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"), false, 10*time.Second)
+	if err != nil || statusCode(resp) != 413 || !closed {
+		t.Errorf("announced 99999999999-byte body: %q, closed %v, %v; want 413 and a close", resp, closed, err)
+	}
 	expectNoJobs(t, srv, "big")
 	r := wait(t, do(c, newReq(t, "POST", srv.Base+"/big", strings.Repeat("b", 1024), "X-Gearman-Background", "true")))
 	if r.code != 200 {
