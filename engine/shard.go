@@ -84,8 +84,20 @@ type function struct {
 	unique            map[string]*Job
 	readyAt           [numPriorities]int // 1 + position in shard.ready; 0 = not listed
 
-	counters  jobCounters
-	wait, run latencyHist
+	counters jobCounters
+	// lat comes with the function's first job: a name only registered
+	// (CAN_DO) stays small, gearmand keeping names for good too.
+	lat *fnLatency
+}
+
+// fnLatency is a function's time-in-queue and run-time histograms.
+type fnLatency struct{ wait, run latencyHist }
+
+func (f *function) latency() *fnLatency {
+	if f.lat == nil {
+		f.lat = new(fnLatency)
+	}
+	return f.lat
 }
 
 // ability is one CAN_DO registration of a session for a function.

@@ -151,9 +151,13 @@ func (e *Engine) Stats(keep func(name string) bool) Stats {
 		funcs := s.sortedFunctions()
 		sh.Functions = len(funcs)
 		for _, f := range funcs {
+			var lat fnLatency
+			if f.lat != nil {
+				lat = *f.lat
+			}
 			fs := FunctionStats{
 				Name: f.name, Shard: s.idx, Gauges: f.gauges(),
-				jobCounters: f.counters, Wait: f.wait.export(), Run: f.run.export(),
+				jobCounters: f.counters, Wait: lat.wait.export(), Run: lat.run.export(),
 			}
 			for p := range f.queue {
 				sh.Queued += f.queue[p].n // runnable only: delayed jobs wait for their time

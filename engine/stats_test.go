@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/rs/zerolog"
 
@@ -172,5 +173,25 @@ func TestStatsFoldsWhatKeepRefuses(t *testing.T) {
 	// 50 functions with 1, 2, 3, 1, 2, ... jobs: 99 in all; fn7 has 2, fn8 has 3.
 	if st.Folded != 48 || st.Other.Total != 99-2-3 || st.Other.Submitted != 99-2-3 || st.Other.Queued[Normal] != 94 || st.Other.Shard != -1 {
 		t.Fatalf("other %+v folded %d, want 48 functions with 94 jobs", st.Other, st.Folded)
+	}
+}
+
+// A function only registered (CAN_DO, no job yet) carries no histograms:
+// names are kept for good, as gearmand keeps them, and any peer can
+// register many, so each must stay small.
+func TestRegisteredFunctionStaysSmall(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	var tr Turn
+	w := e.NewSession(1, "127.0.0.1", nil)
+	e.Handle(&tr, w, req(wire.CanDo, "only-registered"))
+	s := e.shards[0]
+	s.mu.Lock()
+	f := s.funcs["only-registered"]
+	s.mu.Unlock()
+	if f == nil || f.lat != nil {
+		t.Fatalf("registered function %+v: want one without histograms", f)
+	}
+	if size := unsafe.Sizeof(*f); size > 320 {
+		t.Errorf("function record is %d bytes, want at most 320", size)
 	}
 }

@@ -281,7 +281,7 @@ func (s *shard) serve(t *Turn, sess *Session, a *ability, pri Priority, kind Gra
 func (s *shard) assign(t *Turn, sess *Session, a *ability, j *Job, kind GrabKind) {
 	s.dequeue(j)
 	now := t.clock(s.e)
-	j.fn.wait.observe(now - j.stamp)
+	j.fn.latency().wait.observe(now - j.stamp)
 	j.stamp = now
 	j.state = stateRunning
 	j.worker = sess
@@ -371,7 +371,7 @@ func (e *Engine) jobNotFound(t *Turn, sess *Session, typ wire.Type) {
 // detached, forgotten.
 func (s *shard) finish(t *Turn, j *Job, outcome string) {
 	run := t.clock(s.e) - j.stamp
-	j.fn.run.observe(run)
+	j.fn.latency().run.observe(run)
 	s.debugJob(j).Uint64("worker", j.worker.ID).Dur("run", time.Duration(run)).Msg(outcome)
 	s.finished++
 	j.worker.per[s.idx].held.remove(j)
