@@ -151,13 +151,9 @@ func (e *Engine) Stats(keep func(name string) bool) Stats {
 		funcs := s.sortedFunctions()
 		sh.Functions = len(funcs)
 		for _, f := range funcs {
-			var lat fnLatency
-			if f.lat != nil {
-				lat = *f.lat
-			}
-			fs := FunctionStats{
-				Name: f.name, Shard: s.idx, Gauges: f.gauges(),
-				jobCounters: f.counters, Wait: lat.wait.export(), Run: lat.run.export(),
+			fs := FunctionStats{Name: f.name, Shard: s.idx, Gauges: f.gauges(), jobCounters: f.counters}
+			if f.lat != nil { // none until the function's first job
+				fs.Wait, fs.Run = f.lat.wait.export(), f.lat.run.export()
 			}
 			for p := range f.queue {
 				sh.Queued += f.queue[p].n // runnable only: delayed jobs wait for their time

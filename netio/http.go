@@ -193,6 +193,10 @@ func (h *httpJob) next(ctx context.Context) (packetCopy, error) {
 	}
 }
 
+func errBodyTooLarge(limit int64) error {
+	return &errStatus{http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", limit)}
+}
+
 // ServeHTTP maps the request to a job through the same shards as binary
 // clients: a foreground job answers with its result, a background one
 // with its handle at once.
@@ -209,7 +213,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Refused from the header, without waiting for a body that may
 		// never come; the unread body rules out another request on it.
 		w.Header().Set("Connection", "close")
-		err = &errStatus{http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", s.httpOpts.MaxBody)}
+		err = errBodyTooLarge(s.httpOpts.MaxBody)
 	} else if err == nil {
 		// The body is read to its end even where it is not the workload
 		// (GET, HEAD): only then does net/http watch for the client
@@ -222,7 +226,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			err = &errStatus{http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", tooBig.Limit)}
+			err = errBodyTooLarge(tooBig.Limit)
 		} else if errors.Is(err, errHTTPBudget) {
 			// The rest is read and dropped (MaxBody bounds it), so that the
 			// client gets the answer, not a reset.
