@@ -13,6 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"gearshard/wire"
@@ -30,11 +33,39 @@ type gearmanConn struct {
 	timeout time.Duration // per read; 0: none
 }
 
-func dialGearman(host string, port int, timeout time.Duration) (*gearmanConn, error) {
+// jobServers is where the client and worker connect: GEARMAN_SERVER when
+// set (host[:port] separated by commas, as libgearman reads it; it
+// overrides -h and -p, as in gearman), else -h and -p.
+func jobServers(host string, port int) ([]string, error) {
 	if port < 1 || port > 65535 {
 		return nil, usagef("-p %d: must be 1..65535", port)
 	}
-	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	list, ok := os.LookupEnv("GEARMAN_SERVER")
+	if !ok {
+		return []string{net.JoinHostPort(host, strconv.Itoa(port))}, nil
+	}
+	var addrs []string
+	for _, s := range strings.Split(list, ",") {
+		h, p := s, "4730"
+		if i := strings.LastIndexByte(s, ':'); i >= 0 && !strings.HasSuffix(s, "]") {
+			h, p = s[:i], s[i+1:]
+		}
+		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+		if h == "" {
+			h = "localhost"
+		}
+		if p == "" {
+			p = "4730"
+		}
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, usagef("GEARMAN_SERVER=%q: bad port in %q", list, s)
+		}
+		addrs = append(addrs, net.JoinHostPort(h, p))
+	}
+	return addrs, nil
+}
+
+func dialGearman(addr string, timeout time.Duration) (*gearmanConn, error) {
 	c, err := net.DialTimeout("tcp", addr, dialTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("could not connect to %s: %w", addr, err)
@@ -166,7 +197,17 @@ func (c *ClientCmd) Run(std *stdio) error {
 			return usagef("client: -f: empty function name")
 		}
 	}
-	g, err := dialGearman(c.Host, c.Port, time.Duration(c.Timeout)*time.Millisecond)
+	servers, err := jobServers(c.Host, c.Port)
+	if err != nil {
+		return err
+	}
+	// The first server that answers takes every job.
+	var g *gearmanConn
+	for _, addr := range servers {
+		if g, err = dialGearman(addr, time.Duration(c.Timeout)*time.Millisecond); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -351,11 +392,126 @@ func (w *WorkerCmd) Run(std *stdio) error {
 			return usagef("worker: -f: empty function name")
 		}
 	}
-	g, err := dialGearman(w.Host, w.Port, 0)
+	servers, err := jobServers(w.Host, w.Port)
 	if err != nil {
 		return err
 	}
-	defer g.Close()
+	p := &workerPool{cmd: w, std: std, quit: make(chan struct{})}
+	p.lastJob.Store(time.Now().UnixNano())
+	var links sync.WaitGroup
+	for _, addr := range servers {
+		links.Go(func() { p.serve(addr) })
+	}
+	idle := time.Duration(w.Timeout) * time.Millisecond
+	var idleTimer <-chan time.Time
+	if idle > 0 {
+		t := time.NewTimer(idle)
+		defer t.Stop()
+		idleTimer = t.C
+	}
+	for waiting := true; waiting; {
+		select {
+		case <-p.quit:
+			waiting = false
+		case <-std.Stop:
+			p.stop(nil)
+		case <-idleTimer:
+			// Jobs run under turn, so holding it means none is running.
+			p.turn.Lock()
+			since := time.Since(time.Unix(0, p.lastJob.Load()))
+			if since >= idle {
+				p.stop(nil)
+			}
+			p.turn.Unlock()
+			idleTimer = time.After(idle - min(since, idle))
+		}
+	}
+	links.Wait()
+	return p.err
+}
+
+// workerPool is a worker's connections, one per job server, as libgearman's
+// worker keeps one to each server it was given. Each connection grabs and
+// sleeps on its own; jobs run one at a time, whichever server they come
+// from. A lost connection is made again (and its functions registered
+// again) until the worker stops, as gearman -w keeps retrying.
+type workerPool struct {
+	cmd  *WorkerCmd
+	std  *stdio
+	turn sync.Mutex // held to grab and run a job: one at a time
+	done int        // jobs run, under turn
+
+	lastJob  atomic.Int64 // unix nanoseconds when the last job ended (or the worker started)
+	quit     chan struct{}
+	quitOnce sync.Once
+	err      error // why the worker stopped, if not by -c, -t or Stop; set before quit closes
+}
+
+func (p *workerPool) stop(err error) {
+	p.quitOnce.Do(func() {
+		p.err = err
+		close(p.quit)
+	})
+}
+
+// Reconnection waits this long after the first failure, doubling up to the
+// cap while the server stays away.
+const (
+	reconnectFirst = 100 * time.Millisecond
+	reconnectCap   = 2 * time.Second
+)
+
+// serve keeps a connection to one server working until the pool stops.
+func (p *workerPool) serve(addr string) {
+	wait := reconnectFirst
+	down := false
+	for {
+		g, err := dialGearman(addr, 0)
+		if err == nil {
+			if down {
+				fmt.Fprintf(p.std.Err, "gearshard: connected to %s again\n", addr)
+			}
+			down, wait = false, reconnectFirst
+			err = p.work(g)
+			g.Close()
+			var local localError
+			if errors.As(err, &local) {
+				p.stop(local.error)
+				return
+			}
+			err = fmt.Errorf("lost connection to %s: %w", addr, err)
+		}
+		select {
+		case <-p.quit:
+			return
+		default:
+		}
+		if !down {
+			fmt.Fprintf(p.std.Err, "gearshard: %v; retrying\n", err)
+			down = true
+		}
+		select {
+		case <-p.quit:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, reconnectCap)
+	}
+}
+
+// work registers on a fresh connection, then grabs and runs jobs until the
+// connection fails or the pool stops (which closes it).
+func (p *workerPool) work(g *gearmanConn) error {
+	closed := make(chan struct{})
+	defer close(closed)
+	go func() {
+		select {
+		case <-p.quit:
+			g.Close()
+		case <-closed:
+		}
+	}()
+	w := p.cmd
 	if w.ID != "" {
 		if err := g.send(wire.SetClientID, []byte(w.ID)); err != nil {
 			return err
@@ -366,84 +522,78 @@ func (w *WorkerCmd) Run(std *stdio) error {
 			return err
 		}
 	}
-	idle := time.Duration(w.Timeout) * time.Millisecond
-	for done := 0; w.Count == 0 || done < w.Count; done++ {
-		handle, workload, err := w.grab(g, idle)
-		if errors.Is(err, errIdle) {
-			return nil
-		}
+	for {
+		ran, err := p.grabAndRun(g)
 		if err != nil {
 			return err
 		}
-		if err := w.runJob(g, std, handle, workload); err != nil {
+		if ran {
+			continue
+		}
+		// No job: sleep until the server says there is one.
+		if err := g.send(wire.PreSleep); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-var (
-	errIdle    = errors.New("idle timeout")
-	errTimeout = errors.New("timed out waiting for the server")
-)
-
-// grab asks for a job, sleeping (PRE_SLEEP until NOOP) while there is none.
-func (w *WorkerCmd) grab(g *gearmanConn, idle time.Duration) (handle, workload []byte, err error) {
-	var deadline time.Time
-	if idle > 0 {
-		deadline = time.Now().Add(idle)
-	}
-	for {
-		g.timeout = 0
-		if err := g.send(wire.GrabJob); err != nil {
-			return nil, nil, err
-		}
 		for {
-			p, err := g.recv()
+			pk, err := g.recv()
 			if err != nil {
-				return nil, nil, err
+				return err
 			}
-			switch p.typ {
-			case wire.JobAssign:
-				return p.arg(0), p.arg(2), nil
-			case wire.NoJob:
-			case wire.Noop:
-				continue // a late wake-up from an earlier sleep
-			default:
-				return nil, nil, fmt.Errorf("server sent %v, expected JOB_ASSIGN or NO_JOB", p.typ)
-			}
-			break
-		}
-		if err := g.send(wire.PreSleep); err != nil {
-			return nil, nil, err
-		}
-		for {
-			if !deadline.IsZero() {
-				g.timeout = time.Until(deadline)
-				if g.timeout <= 0 {
-					return nil, nil, errIdle
-				}
-			}
-			p, err := g.recv()
-			if err != nil {
-				if !deadline.IsZero() && errors.Is(err, errTimeout) {
-					return nil, nil, errIdle
-				}
-				return nil, nil, err
-			}
-			if p.typ == wire.Noop {
+			if pk.typ == wire.Noop {
 				break
 			}
 		}
 	}
 }
 
+// grabAndRun takes the turn, asks this server for a job and runs it.
+func (p *workerPool) grabAndRun(g *gearmanConn) (ran bool, err error) {
+	p.turn.Lock()
+	defer p.turn.Unlock()
+	select {
+	case <-p.quit:
+		return false, errors.New("stopped")
+	default:
+	}
+	if err := g.send(wire.GrabJob); err != nil {
+		return false, err
+	}
+	for {
+		pk, err := g.recv()
+		if err != nil {
+			return false, err
+		}
+		switch pk.typ {
+		case wire.JobAssign:
+			err := p.cmd.runJob(g, p.std, pk.arg(0), pk.arg(2))
+			p.done++
+			p.lastJob.Store(time.Now().UnixNano())
+			if p.cmd.Count > 0 && p.done >= p.cmd.Count {
+				p.stop(nil)
+			}
+			return true, err
+		case wire.NoJob:
+			return false, nil
+		case wire.Noop:
+			continue // a late wake-up from an earlier sleep
+		default:
+			return false, fmt.Errorf("server sent %v, expected JOB_ASSIGN or NO_JOB", pk.typ)
+		}
+	}
+}
+
+// localError is a failure of the worker itself (its standard output, say),
+// which stops it; any other error is the connection's, which is made again.
+type localError struct{ error }
+
+var errTimeout = errors.New("timed out waiting for the server")
+
 // runJob runs one job and reports its outcome to the server.
 func (w *WorkerCmd) runJob(g *gearmanConn, std *stdio, handle, workload []byte) error {
 	if len(w.Command) == 0 {
 		// As gearman -w: print the workload, return an empty result.
 		if _, err := std.Out.Write(workload); err != nil {
-			return err
+			return localError{err}
 		}
 		return g.send(wire.WorkComplete, handle, nil)
 	}
@@ -456,7 +606,7 @@ func (w *WorkerCmd) runJob(g *gearmanConn, std *stdio, handle, workload []byte) 
 	if lines {
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
-			return err
+			return localError{err}
 		}
 		if err := cmd.Start(); err != nil {
 			fmt.Fprintf(std.Err, "gearshard: %s: %v\n", w.Command[0], err)

@@ -5,6 +5,8 @@ package main
 // the built binary, and crossed with Debian's gearman as the real peer.
 
 import (
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,31 +19,38 @@ import (
 
 // gmEnv is a test server plus the in-process commands run against it. Its
 // cleanup, registered before the server's, runs after the server has shut
-// down (closing every connection), so no command goroutine outlives the
+// down (closing every connection) and then stops the commands still running
+// (a worker reconnects until stopped), so no command goroutine outlives the
 // test.
 type gmEnv struct {
 	*testServer
-	mu   sync.Mutex
-	runs []*goRun
+	mu       sync.Mutex
+	runs     []*goRun
+	stop     chan struct{}
+	stopOnce sync.Once
 }
 
 func newGMEnv(t *testing.T) *gmEnv {
 	t.Helper()
-	e := &gmEnv{}
+	e := &gmEnv{stop: make(chan struct{})}
 	t.Cleanup(func() {
+		e.halt()
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		for _, r := range e.runs {
 			select {
 			case <-r.done:
 			case <-time.After(waitTimeout):
-				t.Errorf("gearshard %v still running after the server stopped", r.args)
+				t.Errorf("gearshard %v still running after it was stopped", r.args)
 			}
 		}
 	})
 	e.testServer = startServer(t, nil)
 	return e
 }
+
+// halt stops every command still running (as a signal would).
+func (e *gmEnv) halt() { e.stopOnce.Do(func() { close(e.stop) }) }
 
 // goRun is one run(args) in a goroutine.
 type goRun struct {
@@ -53,13 +62,18 @@ type goRun struct {
 
 // start runs `gearshard sub -h HOST -p PORT args...` in a goroutine.
 func (e *gmEnv) start(sub string, args ...string) *goRun {
-	r := &goRun{args: append([]string{sub}, e.hp(args...)...), done: make(chan struct{})}
+	return e.startArgs(append([]string{sub}, e.hp(args...)...)...)
+}
+
+// startArgs runs `gearshard args...` in a goroutine.
+func (e *gmEnv) startArgs(args ...string) *goRun {
+	r := &goRun{args: args, done: make(chan struct{})}
 	e.mu.Lock()
 	e.runs = append(e.runs, r)
 	e.mu.Unlock()
 	go func() {
 		defer close(r.done)
-		r.code = run(r.args, &r.stdout, &r.stderr)
+		r.code = runWith(r.args, stdio{Out: &r.stdout, Err: &r.stderr, Stop: e.stop})
 	}()
 	return r
 }
@@ -262,7 +276,8 @@ func TestGearmanFail(t *testing.T) {
 	}
 }
 
-// TestGearmanCLIErrors: bad flags exit 2, an unreachable server exits 1.
+// TestGearmanCLIErrors: bad flags exit 2, an unreachable server exits a
+// client with 1.
 func TestGearmanCLIErrors(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -277,7 +292,8 @@ func TestGearmanCLIErrors(t *testing.T) {
 		{[]string{"client", "-f", "x", "-p", "0", "d"}, 2, "gearshard: -p 0: must be 1..65535\n"},
 		{[]string{"client", "-f", "x", "--bogus"}, 2, "gearshard: unknown flag --bogus\n"},
 		{[]string{"client", "-h", "127.0.0.1", "-p", "1", "-f", "x", "d"}, 1, "gearshard: could not connect to 127.0.0.1:1: "},
-		{[]string{"worker", "-h", "127.0.0.1", "-p", "1", "-f", "x"}, 1, "gearshard: could not connect to 127.0.0.1:1: "},
+		// A worker keeps trying, as gearman -w does, here until -t.
+		{[]string{"worker", "-h", "127.0.0.1", "-p", "1", "-f", "x", "-t", "300"}, 0, "gearshard: could not connect to 127.0.0.1:1: "},
 	} {
 		var out, errOut strings.Builder
 		code := run(c.args, &out, &errOut)
@@ -336,4 +352,120 @@ func TestGearmanSeedExample(t *testing.T) {
 	w := e.worker(t, "seed", "-f", "func1", "-c", "1")
 	e.client(t, "-I", "-f", "func1", "test").expect(t, 0, "", "")
 	w.expect(t, 0, "test", "")
+}
+
+// TestGearmanWorkerReconnects: a worker whose server goes away connects
+// again and registers its functions again, as gearman -w does: here the
+// server "restarts" by a relay cutting the connection and sending the next
+// one to a second server at the same address.
+func TestGearmanWorkerReconnects(t *testing.T) {
+	t.Parallel()
+	e := newGMEnv(t)
+	second := startServer(t, nil)
+	relay := newCutRelay(t, e.addr)
+
+	w := e.startArgs("worker", "-h", "127.0.0.1", "-p", relay.port, "--id", "rw", "-f", "rc", "--", "rev")
+	e.waitWorker(t, "rw", "rc")
+	e.client(t, "-f", "rc", "abc").expect(t, 0, "cba", "")
+
+	relay.cutTo(second.addr)
+	second.waitWorker(t, "rw", "rc")
+	e.waitStatus(t, "rc", 0, 0, 0)
+	e.startArgs(append([]string{"client"}, second.hp("-f", "rc", "xyz")...)...).expect(t, 0, "zyx", "")
+
+	e.halt()
+	if code := w.wait(t); code != 0 {
+		t.Fatalf("worker exit %d, stderr %q", code, w.stderr.String())
+	}
+	stderr := w.stderr.String()
+	want := regexp.MustCompile(`^gearshard: lost connection to 127\.0\.0\.1:\d+: [^\n]+; retrying\n(gearshard: could not connect to [^\n]+; retrying\n)?gearshard: connected to 127\.0\.0\.1:\d+ again\n$`)
+	if !want.MatchString(stderr) {
+		t.Fatalf("worker stderr %q, want one outage reported", stderr)
+	}
+}
+
+// TestGearmanServerEnv: GEARMAN_SERVER overrides -h and -p, as in gearman.
+// The client takes the first server that answers; the worker works for
+// every server in the list.
+func TestGearmanServerEnv(t *testing.T) {
+	e := newGMEnv(t)
+	second := startServer(t, nil)
+
+	t.Setenv("GEARMAN_SERVER", "127.0.0.1:1,"+e.addr)
+	e.startArgs("client", "-h", "127.0.0.1", "-p", "2", "-b", "-f", "env", "one\n").expect(t, 0, "", "")
+	e.waitStatus(t, "env", 1, 0, 0)
+	t.Setenv("GEARMAN_SERVER", second.addr)
+	e.startArgs("client", "-b", "-f", "env", "two\n").expect(t, 0, "", "")
+	second.waitStatus(t, "env", 1, 0, 0)
+
+	t.Setenv("GEARMAN_SERVER", e.addr+","+second.addr)
+	w := e.startArgs("worker", "-f", "env", "-c", "2")
+	if code := w.wait(t); code != 0 {
+		t.Fatalf("worker exit %d, stderr %q", code, w.stderr.String())
+	}
+	if got := w.stdout.String(); got != "one\ntwo\n" && got != "two\none\n" {
+		t.Fatalf("worker printed %q, want both servers' jobs", got)
+	}
+	e.waitStatus(t, "env", 0, 0, 0)
+	second.waitStatus(t, "env", 0, 0, 0)
+
+	t.Setenv("GEARMAN_SERVER", "127.0.0.1:http")
+	if r := e.startArgs("client", "-f", "env", "x"); r.wait(t) != 2 || !strings.Contains(r.stderr.String(), "bad port") {
+		t.Fatalf("bad GEARMAN_SERVER: exit %d, stderr %q", r.code, r.stderr.String())
+	}
+}
+
+// cutRelay forwards connections on an ephemeral port to a target, and can
+// cut every forwarded connection and send new ones elsewhere.
+type cutRelay struct {
+	port   string
+	mu     sync.Mutex
+	target string
+	conns  []net.Conn
+}
+
+func newCutRelay(t *testing.T, target string) *cutRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	r := &cutRelay{port: port, target: target}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		r.cutTo("")
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			up, err := net.Dial("tcp", r.target)
+			if err != nil {
+				r.mu.Unlock()
+				c.Close()
+				continue
+			}
+			r.conns = append(r.conns, c, up)
+			r.mu.Unlock()
+			wg.Go(func() { io.Copy(up, c); up.Close() })
+			wg.Go(func() { io.Copy(c, up); c.Close() })
+		}
+	})
+	return r
+}
+
+// cutTo closes every forwarded connection; later ones go to target.
+func (r *cutRelay) cutTo(target string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.conns, r.target = nil, target
 }

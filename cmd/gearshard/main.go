@@ -30,17 +30,26 @@ type CLI struct {
 // stdio is where commands print; bound by run so tests can capture it.
 type stdio struct {
 	Out, Err io.Writer
+	// Stop, when closed, ends a tool that would otherwise run on (a
+	// reconnecting worker). Nil in a process, which a signal ends.
+	Stop <-chan struct{}
 }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// run parses args and runs the selected command, returning the exit code.
+func run(given []string, stdout, stderr io.Writer) int {
+	return runWith(given, stdio{Out: stdout, Err: stderr})
+}
+
 // exitUsage is the exit code for a bad command line, as getopt tools use.
 const exitUsage = 2
 
-// run parses args and runs the selected command, returning the exit code.
-func run(given []string, stdout, stderr io.Writer) int {
+// runWith is run with a Stop channel.
+func runWith(given []string, std stdio) int {
+	stdout, stderr := std.Out, std.Err
 	given = joinNegativeValues(given)
 	args, err := withConfigFile(given)
 	if err != nil {
@@ -54,7 +63,7 @@ func run(given []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "gearshard:", err)
 		return exitUsage
 	}
-	ctx.Bind(&stdio{Out: stdout, Err: stderr})
+	ctx.Bind(&std)
 	ctx.Bind(invocation(given))
 	if err := ctx.Run(); err != nil {
 		return report(stderr, err)
