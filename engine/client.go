@@ -119,9 +119,9 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	}
 	persist := spec.background && e.opts.Store != nil
 	var stored []byte
-	if persist && len(unique) == 0 {
-		var kb [len(StoredUniquePrefix) + 16]byte
-		stored = strconv.AppendUint(append(kb[:0], StoredUniquePrefix...), rand.Uint64()|1<<63, 16)
+	if persist && (len(unique) == 0 || isDash(unique)) {
+		var kb [madeUpKeyLen]byte
+		stored = AppendMadeUpKey(kb[:0], unique, rand.Uint64())
 	}
 	j := s.newJob(f, unique, reducer, data, stored)
 	f.counters.Submitted++

@@ -1,24 +1,46 @@
 package engine
 
-import "bytes"
+import "strconv"
 
 // Record is a background job as a persistent queue keeps it: the columns
 // of gearmand's queue tables.
 type Record struct {
 	Function []byte
-	// Unique is the stored key: the client's unique, or for an empty one a
-	// key the engine makes up (StoredUniquePrefix + random hex), so that
-	// jobs without a unique never overwrite each other.
+	// Unique is the stored key: the client's unique, or a key the engine
+	// made up (AppendMadeUpKey) for a unique that names no single job.
 	Unique   []byte
 	Priority Priority // 0 high, 1 normal, 2 low, as gearmand stores it
 	Data     []byte
 	When     int64 // unix seconds before which the job must not run; 0 = now
 }
 
-// StoredUniquePrefix marks a stored key the engine made up for a job
-// submitted with an empty unique; replay gives such a job its empty
-// unique back.
-const StoredUniquePrefix = "gs~"
+// AppendMadeUpKey appends the key a job is stored under when its unique
+// names no single job: an empty unique (never coalesces) or "-" (coalesces
+// on the workload, so jobs with other workloads share the unique). Filed
+// under their unique, such jobs would overwrite each other's row, and the
+// first to finish would delete the others'. The key begins with NUL, which
+// no client's unique can hold (protocol fields end at NUL; HTTP headers
+// cannot carry one), so it never meets a client's key; the next byte keeps
+// the unique for replay; n makes it the job's own.
+func AppendMadeUpKey(dst, unique []byte, n uint64) []byte {
+	dst = append(append(dst, 0), unique...)
+	return strconv.AppendUint(append(dst, "gs"...), n|1<<63, 16)
+}
+
+// madeUpKeyLen bounds a made-up key: NUL, "-", "gs", 16 hex digits.
+const madeUpKeyLen = 20
+
+// uniqueOfStoredKey is the unique a job stored under key was submitted
+// with, and whether key was made up.
+func uniqueOfStoredKey(key []byte) (unique []byte, madeUp bool) {
+	if len(key) == 0 || key[0] != 0 {
+		return key, false
+	}
+	if len(key) > 1 && key[1] == '-' {
+		return key[1:2], true
+	}
+	return nil, true
+}
 
 // Store keeps background jobs across restarts and crashes. Implementations
 // batch (group commit): Adds and Removes from every shard go into one
@@ -46,7 +68,8 @@ type Store interface {
 }
 
 // Replay loads the store's jobs into their shards, as background jobs with
-// new handles; epoch jobs keep their time. Call it before serving.
+// new handles; epoch jobs keep their time and made-up keys give back the
+// unique. Call it before serving.
 func (e *Engine) Replay() (int, error) {
 	if e.opts.Store == nil {
 		return 0, nil
@@ -62,8 +85,8 @@ func (e *Engine) Replay() (int, error) {
 		defer s.mu.Unlock()
 		f := s.function(r.Function, true)
 		unique, stored := r.Unique, []byte(nil)
-		if bytes.HasPrefix(unique, []byte(StoredUniquePrefix)) && len(unique) <= 255 {
-			unique, stored = nil, r.Unique
+		if u, madeUp := uniqueOfStoredKey(r.Unique); madeUp && len(r.Unique) <= 255 {
+			unique, stored = u, r.Unique
 		}
 		j := s.newJob(f, unique, nil, r.Data, stored)
 		j.pri, j.background, j.persisted = r.Priority, true, true

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,7 +104,7 @@ func TestPersistHoldsJobCreatedUntilDurable(t *testing.T) {
 		t.Fatalf("store holds %d rows, want 1", len(st.rows))
 	}
 	for _, r := range st.rows {
-		if string(r.Function) != "f" || !strings.HasPrefix(string(r.Unique), StoredUniquePrefix) || r.Priority != Low || string(r.Data) != "payload" {
+		if u, madeUp := uniqueOfStoredKey(r.Unique); string(r.Function) != "f" || !madeUp || len(u) != 0 || r.Priority != Low || string(r.Data) != "payload" {
 			t.Fatalf("stored %q %q %d %q", r.Function, r.Unique, r.Priority, r.Data)
 		}
 	}
@@ -135,6 +134,58 @@ func TestPersistEmptyUniquesDoNotCollide(t *testing.T) {
 	}
 }
 
+// Jobs with the unique "-" coalesce on their workload, so jobs with other
+// workloads share the unique: each needs a row of its own, or the second
+// overwrites the first and the first to finish deletes the other's.
+// Replay gives them "-" back, so they coalesce as before.
+func TestPersistDashUniques(t *testing.T) {
+	st := newHeldStore()
+	e := newTestEngine(t, 1, func(o *Options) { o.Store = st })
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	e.Handle(&tr, c, req(wire.SubmitJobBG, "f", "-", "A"))
+	e.Handle(&tr, c, req(wire.SubmitJobBG, "f", "-", "B"))
+	e.Handle(&tr, c, req(wire.SubmitJobBG, "f", "-", "A")) // coalesces onto the first
+	st.ack(nil)
+	got := drain(t, c)
+	if len(got) != 3 || len(st.rows) != 2 || string(got[0].Field[0]) != string(got[2].Field[0]) {
+		t.Fatalf("%d replies (%v), %d rows; want 3 replies (the first and third one job) and 2 rows", len(got), got, len(st.rows))
+	}
+	w := e.NewSession(2, "127.0.0.1", nil)
+	e.Handle(&tr, w, req(wire.CanDo, "f"))
+	e.Handle(&tr, w, req(wire.GrabJob))
+	p := expectOne(t, w, wire.JobAssign)
+	e.Handle(&tr, w, req(wire.WorkComplete, string(p.Field[0]), ""))
+	if len(st.rows) != 1 {
+		t.Fatalf("after one job finished the store holds %d rows, want 1", len(st.rows))
+	}
+
+	var left Record
+	for _, r := range st.rows {
+		left = r
+	}
+	if string(left.Data) != "B" {
+		t.Fatalf("the row left holds %q, want B", left.Data)
+	}
+	st2 := newHeldStore()
+	st2.replay = []Record{left}
+	e2 := newTestEngine(t, 1, func(o *Options) { o.Store = st2 })
+	if n, err := e2.Replay(); n != 1 || err != nil {
+		t.Fatalf("Replay: %d, %v", n, err)
+	}
+	c2 := e2.NewSession(1, "127.0.0.1", nil)
+	e2.Handle(&tr, c2, req(wire.SubmitJobBG, "f", "-", "B"))
+	if p := expectOne(t, c2, wire.JobCreated); string(p.Field[0]) != "H:t:1" {
+		t.Fatalf("resubmitted B got %s, want the replayed job H:t:1", p.Field[0])
+	}
+	w2 := e2.NewSession(2, "127.0.0.1", nil)
+	e2.Handle(&tr, w2, req(wire.CanDo, "f"))
+	e2.Handle(&tr, w2, req(wire.GrabJobUniq))
+	if p := expectOne(t, w2, wire.JobAssignUniq); string(p.Field[2]) != "-" || string(p.Field[3]) != "B" {
+		t.Fatalf("replayed job assigned with unique %q data %q, want - and B", p.Field[2], p.Field[3])
+	}
+}
+
 func TestPersistFailureIsAnError(t *testing.T) {
 	st := newHeldStore()
 	e := newTestEngine(t, 1, func(o *Options) { o.Store = st })
@@ -157,17 +208,19 @@ func TestPersistFailureIsAnError(t *testing.T) {
 }
 
 // Replayed jobs land in their shards with their priority, unique and
-// time; made-up keys give back the empty unique.
+// time; made-up keys give back the empty unique, and a client's unique that
+// looks like the old made-up keys stays what it is.
 func TestReplay(t *testing.T) {
 	st := newHeldStore()
 	future := time.Now().Add(time.Hour).Unix()
 	st.replay = []Record{
 		{Function: []byte("a"), Unique: []byte("u-1"), Priority: High, Data: []byte("high")},
-		{Function: []byte("a"), Unique: []byte(StoredUniquePrefix + "abc"), Priority: Low, Data: []byte("low")},
+		{Function: []byte("a"), Unique: AppendMadeUpKey(nil, nil, 7), Priority: Low, Data: []byte("low")},
+		{Function: []byte("a"), Unique: []byte("gs~8000000000000007"), Priority: Low, Data: []byte("client's")},
 		{Function: []byte("b"), Unique: []byte("later"), Priority: Normal, Data: []byte("epoch"), When: future},
 	}
 	e := newTestEngine(t, 2, func(o *Options) { o.Store = st })
-	if n, err := e.Replay(); n != 3 || err != nil {
+	if n, err := e.Replay(); n != 4 || err != nil {
 		t.Fatalf("Replay: %d, %v", n, err)
 	}
 	var tr Turn
@@ -175,7 +228,7 @@ func TestReplay(t *testing.T) {
 	e.Handle(&tr, w, req(wire.CanDo, "a"))
 	e.Handle(&tr, w, req(wire.CanDo, "b"))
 	var order []string
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 4; i++ {
 		e.Handle(&tr, w, req(wire.GrabJobUniq))
 		for _, p := range drain(t, w) {
 			if p.Type == wire.JobAssignUniq {
@@ -183,8 +236,8 @@ func TestReplay(t *testing.T) {
 			}
 		}
 	}
-	if fmt.Sprint(order) != "[u-1=high =low]" {
-		t.Fatalf("replayed jobs served as %v, want [u-1=high =low] (the epoch job waits)", order)
+	if fmt.Sprint(order) != "[u-1=high =low gs~8000000000000007=client's]" {
+		t.Fatalf("replayed jobs served as %v, want [u-1=high =low gs~8000000000000007=client's] (the epoch job waits)", order)
 	}
 	c := e.NewSession(2, "127.0.0.1", nil)
 	e.Handle(&tr, c, req(wire.GetStatusUnique, "later"))

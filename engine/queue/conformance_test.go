@@ -67,12 +67,14 @@ func testStore(t *testing.T, fresh storeAt, fits func(engine.Record) bool) {
 // past 2038).
 func sampleRecords() []engine.Record {
 	made := func(n uint64) []byte { // a key as the engine makes up for an empty unique
-		return fmt.Appendf([]byte(engine.StoredUniquePrefix), "%016x", n|1<<63)
+		return engine.AppendMadeUpKey(nil, nil, n)
 	}
 	big := bytes.Repeat([]byte("0123456789\x00\xff"), 1<<17) // 1.5 MB
 	rs := []engine.Record{
 		{Function: []byte("reverse"), Unique: made(1), Priority: engine.Normal, Data: []byte("hello")},
 		{Function: []byte("reverse"), Unique: made(2), Priority: engine.Normal, Data: []byte("hello")}, // same data, distinct made-up keys
+		{Function: []byte("reverse"), Unique: engine.AppendMadeUpKey(nil, []byte("-"), 3), Priority: engine.Low, Data: []byte("dash")},
+		{Function: []byte("reverse"), Unique: []byte("gs~8000000000000004"), Priority: engine.Normal, Data: []byte("a client's unique")},
 		{Function: []byte("reverse"), Unique: []byte("a-b-c"), Priority: engine.High, Data: []byte("x\x00y\x00")},
 		{Function: []byte("a-b"), Unique: []byte("c"), Priority: engine.Low, Data: []byte("")},
 		{Function: []byte("a"), Unique: []byte("b-c"), Priority: engine.Low, Data: nil},

@@ -485,7 +485,7 @@ func BenchmarkSQLiteAdd(b *testing.B) {
 			n := seq.Add(1)
 			s.Add(engine.Record{
 				Function: []byte("bench"),
-				Unique:   fmt.Appendf(nil, "%s%016x", engine.StoredUniquePrefix, n),
+				Unique:   engine.AppendMadeUpKey(nil, nil, n),
 				Priority: engine.Normal,
 				Data:     data,
 			}, func(err error) { done <- err })
