@@ -27,8 +27,15 @@ func daemonize(args invocation) error {
 		return fmt.Errorf("--daemon: %w", err)
 	}
 	defer r.Close()
+	// The binary by its own path, not /proc/self/exe: the kernel names the
+	// process after the file it runs, and ps -C, pgrep -x and killall find
+	// "gearshard", not "exe".
+	self, err := os.Executable()
+	if err != nil {
+		self = "/proc/self/exe"
+	}
 	child := &exec.Cmd{
-		Path:        "/proc/self/exe",
+		Path:        self,
 		Args:        append([]string{os.Args[0]}, args...),
 		Env:         append(os.Environ(), daemonReadyEnv+"=3"),
 		Stdout:      os.Stdout,

@@ -111,6 +111,10 @@ func TestDaemonReturnsWhenReady(t *testing.T) {
 	c.Send(wire.EchoReq, "detached")
 	c.Expect(wire.EchoRes, "detached")
 
+	bin := gearshardBinary(t)
+	if comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err != nil || string(comm) != filepath.Base(bin)+"\n" {
+		t.Errorf("daemon's name %q, %v; want %s (as ps -C and pgrep -x find it)", comm, err, filepath.Base(bin))
+	}
 	if sid, err := unix.Getsid(pid); err != nil || sid != pid {
 		t.Errorf("session of %d: %d, %v; want its own", pid, sid, err)
 	}
