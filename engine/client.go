@@ -156,6 +156,17 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	e.opts.Store.Add(rec, func(err error) { e.persisted(s, id, sess, gate, err) })
 }
 
+// logStoreRefusal logs a job the store refused, at most once a second.
+func (e *Engine) logStoreRefusal(err error) {
+	now := time.Now().UnixNano()
+	last := e.storeErrLogged.Load()
+	if now-last < int64(time.Second) || !e.storeErrLogged.CompareAndSwap(last, now) {
+		e.storeErrQuiet.Add(1)
+		return
+	}
+	e.log.Error().Err(err).Int64("refused_since_last_line", e.storeErrQuiet.Swap(0)).Msg("persistent queue: job not stored")
+}
+
 // maxEpoch is the latest run-at time kept (in 2255; int64 nanoseconds
 // end in 2262).
 const maxEpoch = 9_000_000_000
@@ -181,7 +192,7 @@ func (e *Engine) persisted(s *shard, id uint64, sess *Session, gate uint64, err 
 	alive := j != nil && j.state == statePersisting
 	var repl []byte
 	if err != nil {
-		e.log.Error().Err(err).Msg("persistent queue: job not stored")
+		e.logStoreRefusal(err)
 		repl = wire.AppendError(nil, "QUEUE_ERROR", "Job could not be stored in the persistent queue: "+err.Error())
 		if alive {
 			// Every client of the job was still waiting for its

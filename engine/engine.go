@@ -55,6 +55,11 @@ type Engine struct {
 	debug   bool      // the log takes per-job debug lines
 
 	lastCollect atomic.Int64 // unix nanoseconds of the last collection asked for by collectSlabs
+
+	// A store that is down refuses every job; one log line a second says
+	// so, with how many were refused since the last.
+	storeErrLogged atomic.Int64 // unix nanoseconds of the last such line
+	storeErrQuiet  atomic.Int64 // refusals not logged since
 }
 
 // MaxUnique is gearmand's limit on a unique key.

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"gearshard/wire"
 )
@@ -204,6 +207,26 @@ func TestPersistFailureIsAnError(t *testing.T) {
 	}
 	if n := e.shards[0].jobs.len(); n != 0 {
 		t.Fatalf("%d jobs left after the store failed", n)
+	}
+}
+
+// A store that is down refuses every job; the log says so once, not once
+// per job (a flood of 100k lines a second was seen with Postgres stopped).
+func TestStoreRefusalsLoggedOnce(t *testing.T) {
+	st := newHeldStore()
+	var log bytes.Buffer
+	e := newTestEngine(t, 1, func(o *Options) { o.Store = st; o.Log = zerolog.New(&log) })
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	for i := range 100 {
+		e.Handle(&tr, c, req(wire.SubmitJobBG, "f", fmt.Sprint(i), "x"))
+	}
+	st.ack(errors.New("connection refused"))
+	if got := drain(t, c); len(got) != 100 {
+		t.Fatalf("%d replies, want 100 ERRORs", len(got))
+	}
+	if n := strings.Count(log.String(), "job not stored"); n != 1 {
+		t.Fatalf("%d log lines for 100 refused jobs, want 1:\n%s", n, log.String())
 	}
 }
 
