@@ -13,7 +13,7 @@ import (
 const defaultConfigFile = "/etc/gearmand.conf"
 
 // withConfigFile puts the options of the server's config file (gearmand's
-// --config-file: options separated by white space) before the command
+// --config-file: options separated by white space, and # comments) before the command
 // line's, so that the command line wins. Other commands, and command lines
 // that do not parse (run reports them), are left as they are.
 func withConfigFile(args []string) ([]string, error) {
@@ -34,7 +34,7 @@ func withConfigFile(args []string) ([]string, error) {
 		}
 		return nil, fmt.Errorf("--config-file %s: %w", path, err)
 	}
-	options := joinNegativeValues(strings.Fields(string(text)))
+	options := joinNegativeValues(configWords(string(text)))
 	if len(options) == 0 {
 		return args, nil
 	}
@@ -47,4 +47,20 @@ func withConfigFile(args []string) ([]string, error) {
 		head, rest = args[:1], args[1:]
 	}
 	return append(append(append([]string{}, head...), options...), rest...), nil
+}
+
+// configWords splits a config file into words; a word that begins with #
+// starts a comment to the end of its line (gearmand ignores such words, as
+// it ignores every word that is not an option).
+func configWords(text string) []string {
+	var words []string
+	for line := range strings.Lines(text) {
+		for _, w := range strings.Fields(line) {
+			if strings.HasPrefix(w, "#") {
+				break
+			}
+			words = append(words, w)
+		}
+	}
+	return words
 }

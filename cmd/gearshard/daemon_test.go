@@ -328,7 +328,7 @@ func TestConfigFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "gearmand.conf")
-	if err := os.WriteFile(conf, []byte("--job-handle-prefix H:file\n-w 1\r\n\t--verbose=INFO  --exceptions -j -1\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte("# gearmand options\n--job-handle-prefix H:file\n-w 1 # one NOOP --bogus\r\n\t--verbose=INFO  --exceptions -j -1\n#-w 3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
