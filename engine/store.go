@@ -18,26 +18,44 @@ type Record struct {
 // names no single job: an empty unique (never coalesces) or "-" (coalesces
 // on the workload, so jobs with other workloads share the unique). Filed
 // under their unique, such jobs would overwrite each other's row, and the
-// first to finish would delete the others'. The key begins with NUL, which
-// no client's unique can hold (protocol fields end at NUL; HTTP headers
-// cannot carry one), so it never meets a client's key; the next byte keeps
-// the unique for replay; n makes it the job's own.
+// first to finish would delete the others'. The key is "gs~" and 16 hex
+// digits, the first 8 or more ("gs~d" and the digits for "-"): printable,
+// so that gearmand reads and deletes it if a queue goes back to it, and
+// exact, so that replay takes no other unique for one (a client's unique
+// is never told such a key). n makes it the job's own.
 func AppendMadeUpKey(dst, unique []byte, n uint64) []byte {
-	dst = append(append(dst, 0), unique...)
-	return strconv.AppendUint(append(dst, "gs"...), n|1<<63, 16)
+	dst = append(dst, "gs~"...)
+	if len(unique) > 0 {
+		dst = append(dst, 'd')
+	}
+	return strconv.AppendUint(dst, n|1<<63, 16)
 }
 
-// madeUpKeyLen bounds a made-up key: NUL, "-", "gs", 16 hex digits.
+// madeUpKeyLen bounds a made-up key: "gs~", "d", 16 hex digits.
 const madeUpKeyLen = 20
 
 // uniqueOfStoredKey is the unique a job stored under key was submitted
-// with, and whether key was made up.
+// with, and whether key was made up (by AppendMadeUpKey).
 func uniqueOfStoredKey(key []byte) (unique []byte, madeUp bool) {
-	if len(key) == 0 || key[0] != 0 {
+	digits, dash := key, false
+	switch {
+	case len(key) == 19 && string(key[:3]) == "gs~":
+		digits = key[3:]
+	case len(key) == 20 && string(key[:4]) == "gs~d":
+		digits, dash = key[4:], true
+	default:
 		return key, false
 	}
-	if len(key) > 1 && key[1] == '-' {
-		return key[1:2], true
+	if digits[0] < '8' {
+		return key, false
+	}
+	for _, c := range digits {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return key, false
+		}
+	}
+	if dash {
+		return []byte("-"), true
 	}
 	return nil, true
 }
@@ -85,7 +103,7 @@ func (e *Engine) Replay() (int, error) {
 		defer s.mu.Unlock()
 		f := s.function(r.Function, true)
 		unique, stored := r.Unique, []byte(nil)
-		if u, madeUp := uniqueOfStoredKey(r.Unique); madeUp && len(r.Unique) <= 255 {
+		if u, madeUp := uniqueOfStoredKey(r.Unique); madeUp {
 			unique, stored = u, r.Unique
 		}
 		j := s.newJob(f, unique, nil, r.Data, stored)

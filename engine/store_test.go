@@ -232,18 +232,19 @@ func TestStoreRefusalsLoggedOnce(t *testing.T) {
 
 // Replayed jobs land in their shards with their priority, unique and
 // time; made-up keys give back the empty unique, and a client's unique that
-// looks like the old made-up keys stays what it is.
+// only begins like one stays what it is.
 func TestReplay(t *testing.T) {
 	st := newHeldStore()
 	future := time.Now().Add(time.Hour).Unix()
 	st.replay = []Record{
 		{Function: []byte("a"), Unique: []byte("u-1"), Priority: High, Data: []byte("high")},
 		{Function: []byte("a"), Unique: AppendMadeUpKey(nil, nil, 7), Priority: Low, Data: []byte("low")},
-		{Function: []byte("a"), Unique: []byte("gs~8000000000000007"), Priority: Low, Data: []byte("client's")},
+		{Function: []byte("a"), Unique: []byte("gs~abc"), Priority: Low, Data: []byte("client's")},
+		{Function: []byte("a"), Unique: []byte("gs~8000000000000007x"), Priority: Low, Data: []byte("client's too")},
 		{Function: []byte("b"), Unique: []byte("later"), Priority: Normal, Data: []byte("epoch"), When: future},
 	}
 	e := newTestEngine(t, 2, func(o *Options) { o.Store = st })
-	if n, err := e.Replay(); n != 4 || err != nil {
+	if n, err := e.Replay(); n != 5 || err != nil {
 		t.Fatalf("Replay: %d, %v", n, err)
 	}
 	var tr Turn
@@ -251,7 +252,7 @@ func TestReplay(t *testing.T) {
 	e.Handle(&tr, w, req(wire.CanDo, "a"))
 	e.Handle(&tr, w, req(wire.CanDo, "b"))
 	var order []string
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 5; i++ {
 		e.Handle(&tr, w, req(wire.GrabJobUniq))
 		for _, p := range drain(t, w) {
 			if p.Type == wire.JobAssignUniq {
@@ -259,8 +260,8 @@ func TestReplay(t *testing.T) {
 			}
 		}
 	}
-	if fmt.Sprint(order) != "[u-1=high =low gs~8000000000000007=client's]" {
-		t.Fatalf("replayed jobs served as %v, want [u-1=high =low gs~8000000000000007=client's] (the epoch job waits)", order)
+	if want := "[u-1=high =low gs~abc=client's gs~8000000000000007x=client's too]"; fmt.Sprint(order) != want {
+		t.Fatalf("replayed jobs served as %v, want %s (the epoch job waits)", order, want)
 	}
 	c := e.NewSession(2, "127.0.0.1", nil)
 	e.Handle(&tr, c, req(wire.GetStatusUnique, "later"))
@@ -317,5 +318,23 @@ func TestStoreBatchFlushesOncePerConnection(t *testing.T) {
 	st.ack(nil) // an empty batch: nothing to send
 	if len(flushes) != 1 {
 		t.Fatalf("an empty batch dispatched %v", flushes[1:])
+	}
+}
+
+// Only a key of the exact made-up form is taken for one on replay.
+func TestMadeUpKeys(t *testing.T) {
+	for _, n := range []uint64{0, 1, 1<<63 - 1, 1<<64 - 1} {
+		for _, unique := range []string{"", "-"} {
+			key := AppendMadeUpKey(nil, []byte(unique), n)
+			if u, madeUp := uniqueOfStoredKey(key); !madeUp || string(u) != unique || len(key) > madeUpKeyLen {
+				t.Errorf("key %q for unique %q: read back %q, %v", key, unique, u, madeUp)
+			}
+		}
+	}
+	for _, key := range []string{"", "gs~", "gs~abc", "gs~7fffffffffffffff", "gs~8000000000000000x", "gs~800000000000000G",
+		"gs~800000000000000A", "gs~e8000000000000000", "gs~d7000000000000000", "xs~8000000000000000"} {
+		if u, madeUp := uniqueOfStoredKey([]byte(key)); madeUp || string(u) != key {
+			t.Errorf("client unique %q read as made up (%q)", key, u)
+		}
 	}
 }

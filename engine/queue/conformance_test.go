@@ -74,7 +74,7 @@ func sampleRecords() []engine.Record {
 		{Function: []byte("reverse"), Unique: made(1), Priority: engine.Normal, Data: []byte("hello")},
 		{Function: []byte("reverse"), Unique: made(2), Priority: engine.Normal, Data: []byte("hello")}, // same data, distinct made-up keys
 		{Function: []byte("reverse"), Unique: engine.AppendMadeUpKey(nil, []byte("-"), 3), Priority: engine.Low, Data: []byte("dash")},
-		{Function: []byte("reverse"), Unique: []byte("gs~8000000000000004"), Priority: engine.Normal, Data: []byte("a client's unique")},
+		{Function: []byte("reverse"), Unique: []byte("gs~abc"), Priority: engine.Normal, Data: []byte("a client's unique")},
 		{Function: []byte("reverse"), Unique: []byte("a-b-c"), Priority: engine.High, Data: []byte("x\x00y\x00")},
 		{Function: []byte("a-b"), Unique: []byte("c"), Priority: engine.Low, Data: []byte("")},
 		{Function: []byte("a"), Unique: []byte("b-c"), Priority: engine.Low, Data: nil},

@@ -65,7 +65,7 @@ func TestPostgresKeyEscape(t *testing.T) {
 			t.Fatalf("escape of %q = %q unescapes to %q", b, s, back)
 		}
 	}
-	for _, k := range []string{"", "plain", "gs~8000000000000001", "\x00gs8000000000000001", "\x00-gs8000000000000001", "日本", "a-b", "\x00", "\xff", "a\xffb", "\xc3", "\xed\xa0\x80",
+	for _, k := range []string{"", "plain", "gs~8000000000000001", "日本", "a-b", "\x00", "\xff", "a\xffb", "\xc3", "\xed\xa0\x80",
 		"\U0010FE00", "\U0010FEFF", "\U0010FDFF\U0010FF00", "\xf4\x8f\xb8", "\xf4", "\U0010FFFF"} {
 		check([]byte(k))
 	}
