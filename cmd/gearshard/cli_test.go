@@ -74,6 +74,14 @@ func TestCLIRun(t *testing.T) {
 		{args: "--metrics-listen 127.0.0.1:99999", code: 2, stderr: "gearshard: --metrics-listen \"127.0.0.1:99999\": address 99999: invalid port\n"},
 		{args: "--metrics-listen 192.0.2.1:0", code: 1, stderr: "gearshard: metrics and dashboard: listen tcp4 192.0.2.1:0: bind: cannot assign requested address\n"},
 
+		// A flag given twice is refused, as gearmand and gearadmin refuse it;
+		// gearman's tools keep the last (the client dials port 1).
+		{args: "--check-args -L 127.0.0.1 -L ::1", code: 2, stderr: "gearshard: option '--listen' cannot be specified more than once\n"},
+		{args: "--check-args -p 1 --port=2", code: 2, stderr: "gearshard: option '--port' cannot be specified more than once\n"},
+		{args: "--check-args -d -d", code: 2, stderr: "gearshard: option '--daemon' cannot be specified more than once\n"},
+		{args: "admin --status --status", code: 2, stderr: "gearshard: option '--status' cannot be specified more than once\n"},
+		{args: "client -h 127.0.0.1 -p 2 -p 1 -f x y", code: 1, stderr: "gearshard: could not connect to 127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused\n"},
+
 		// gearmand's hidden --check-args: the options are checked, nothing runs.
 		{args: "--check-args -p 0 -j 3 -d -u nobody", code: 0},
 		{args: "--check-args -j 300", code: 2, stderr: "gearshard: --job-retries 300: must be 0..255, or -1 (no limit, as 0)\n"},

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/alecthomas/kong"
 )
 
 // defaultConfigFile is gearmand's, read only when it exists.
@@ -15,14 +17,23 @@ const defaultConfigFile = "/etc/gearmand.conf"
 // withConfigFile puts the options of the server's config file (gearmand's
 // --config-file: options separated by white space, and # comments) before the command
 // line's, so that the command line wins. Other commands, and command lines
-// that do not parse (run reports them), are left as they are.
+// that do not parse (run reports them), are left as they are. A flag given
+// twice on the command line, or twice in the file, is refused (see
+// repeatedFlag); one the command line repeats from the file is not.
 func withConfigFile(args []string) ([]string, error) {
 	var cli CLI
 	parser, err := newParser(&cli, io.Discard, io.Discard, func(int) {})
 	if err != nil {
 		return nil, err
 	}
-	if ctx, err := parser.Parse(args); err != nil || ctx.Command() != "serve" {
+	ctx, err := parser.Parse(args)
+	if err != nil {
+		return args, nil
+	}
+	if err := repeatedFlag(ctx); err != nil {
+		return nil, err
+	}
+	if ctx.Command() != "serve" {
 		return args, nil
 	}
 	path := cli.Serve.ConfigFile
@@ -39,7 +50,11 @@ func withConfigFile(args []string) ([]string, error) {
 		return args, nil
 	}
 	// The file's options alone must parse, so that an error in it names it.
-	if _, _, _, err := parse(append([]string{"serve"}, options...), io.Discard, io.Discard); err != nil {
+	fileCtx, _, _, err := parse(append([]string{"serve"}, options...), io.Discard, io.Discard)
+	if err == nil {
+		err = repeatedFlag(fileCtx)
+	}
+	if err != nil {
 		return nil, usagef("--config-file %s: %v", path, err)
 	}
 	head, rest := args[:0], args
@@ -47,6 +62,29 @@ func withConfigFile(args []string) ([]string, error) {
 		head, rest = args[:1], args[1:]
 	}
 	return append(append(append([]string{}, head...), options...), rest...), nil
+}
+
+// repeatedFlag refuses a flag given more than once, as gearmand's and
+// gearadmin's option parser does, rather than letting the last one win
+// quietly: two -L or -p in a unit file are a mistake to report. Flags that
+// collect values are exempt, and so are gearman's tools (client, worker),
+// whose own parser keeps the last.
+func repeatedFlag(ctx *kong.Context) error {
+	if cmd := ctx.Command(); strings.HasPrefix(cmd, "client") || strings.HasPrefix(cmd, "worker") {
+		return nil
+	}
+	seen := map[*kong.Flag]bool{}
+	for _, p := range ctx.Path {
+		f := p.Flag
+		if f == nil || f.IsSlice() || f.IsMap() || f.IsCounter() {
+			continue
+		}
+		if seen[f] {
+			return usagef("option '--%s' cannot be specified more than once", f.Name)
+		}
+		seen[f] = true
+	}
+	return nil
 }
 
 // configWords splits a config file into words; a word that begins with #

@@ -358,6 +358,10 @@ func TestConfigFile(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("-p 0 --bogus 1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	twice := filepath.Join(dir, "twice.conf")
+	if err := os.WriteFile(twice, []byte("-w 1\n--worker-wakeup 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	missing := filepath.Join(dir, "missing.conf")
 	for _, c := range []struct {
 		args   []string
@@ -366,6 +370,7 @@ func TestConfigFile(t *testing.T) {
 	}{
 		// --check-args: were the file taken, the server would not start.
 		{[]string{"--check-args", "--config-file", bad}, 2, "gearshard: --config-file " + bad + ": unknown flag --bogus\n"},
+		{[]string{"--check-args", "--config-file", twice}, 2, "gearshard: --config-file " + twice + ": option '--worker-wakeup' cannot be specified more than once\n"},
 		{[]string{"--check-args", "--config-file", missing}, 1, "gearshard: --config-file " + missing + ": open " + missing + ": no such file or directory\n"},
 	} {
 		var stdout, stderr bytes.Buffer
