@@ -138,8 +138,11 @@ func (e *Engine) submit(t *Turn, sess *Session, fname, unique, reducer, data []b
 	}
 	h := e.appendHandle(hb[:0], j.id)
 	if !persist {
-		t.send(sess, wire.JobCreated, h)
+		// Sleepers are woken before JOB_CREATED, as in gearmand: a
+		// connection that is both a sleeping worker and the submitter
+		// gets NOOP first.
 		s.start(t, j, when)
+		t.send(sess, wire.JobCreated, h)
 		s.mu.Unlock()
 		return
 	}
@@ -277,6 +280,7 @@ func (s *shard) indexUnique(j *Job, key []byte) {
 		return
 	}
 	j.inUnique = true
+	j.filed = s.e.now()
 	f.unique[string(key)] = j
 	if len(f.unique) == 1 {
 		s.withUniques[f] = struct{}{}
@@ -355,34 +359,31 @@ func (e *Engine) GetStatus(t *Turn, sess *Session, handle []byte) {
 }
 
 // GetStatusUnique answers GET_STATUS_UNIQUE UNIQUE. The unique is looked up
-// in every function holding jobs by unique, in every shard, as gearmand
-// does; the first hit in shard order wins.
+// in every function holding jobs by unique, in every shard; where several
+// functions have a job under it, the newest answers, as in gearmand (whose
+// unique table lists the newest first).
 func (e *Engine) GetStatusUnique(t *Turn, sess *Session, unique []byte) {
 	var nb, db, cb [10]byte
-	var found *Job
 	var known, running bool
 	var num, den uint32
 	var clients int
+	newest := int64(-1)
 	for _, s := range e.shards {
 		s.mu.Lock()
 		for f := range s.withUniques {
-			if j := f.unique[string(unique)]; j != nil {
-				found = j
-				break
+			j := f.unique[string(unique)]
+			if j == nil || j.filed <= newest {
+				continue
 			}
-		}
-		if found != nil {
-			known, running = true, found.state == stateRunning
-			num, den = found.num, found.den
-			if found.first.sess != nil {
+			newest = j.filed
+			known, running = true, j.state == stateRunning
+			num, den = j.num, j.den
+			clients = len(j.listeners)
+			if j.first.sess != nil {
 				clients++
 			}
-			clients += len(found.listeners)
 		}
 		s.mu.Unlock()
-		if found != nil {
-			break
-		}
 	}
 	t.send(sess, wire.StatusResUnique, unique, boolField(known), boolField(running),
 		strconv.AppendUint(nb[:0], uint64(num), 10), strconv.AppendUint(db[:0], uint64(den), 10),

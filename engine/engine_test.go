@@ -779,3 +779,46 @@ func TestParseTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestGetStatusUniqueNewest: a unique held by jobs of several functions is
+// answered for the newest job, as gearmand answers, whether the functions
+// share a shard or not (a map walk would pick one at random).
+func TestGetStatusUniqueNewest(t *testing.T) {
+	e := newTestEngine(t, 2, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	sameShard, otherShard := false, false
+	for i := 0; i < 8; i++ {
+		older, newer := fmt.Sprintf("f%d", i), fmt.Sprintf("g%d", i)
+		if e.shardOf([]byte(older)) == e.shardOf([]byte(newer)) {
+			sameShard = true
+		} else {
+			otherShard = true
+		}
+		// The foreground job has one client, the background job none; the
+		// client count tells which job answered.
+		for round, bgNewest := range []bool{true, false} {
+			u := fmt.Sprintf("u%d-%d", i, round)
+			first, second := wire.SubmitJob, wire.SubmitJobBG
+			if !bgNewest {
+				first, second = second, first
+			}
+			e.Handle(&tr, c, req(first, older, u, "x"))
+			e.Handle(&tr, c, req(second, newer, u, "x"))
+			drain(t, c)
+			for range 5 {
+				e.Handle(&tr, c, req(wire.GetStatusUnique, u))
+				want := "1"
+				if bgNewest {
+					want = "0"
+				}
+				if p := expectOne(t, c, wire.StatusResUnique); string(p.Field[1]) != "1" || string(p.Field[5]) != want {
+					t.Fatalf("%s then %s under %q: GET_STATUS_UNIQUE = %q; want the newer job's (%s clients)", older, newer, u, p.Field, want)
+				}
+			}
+		}
+	}
+	if !sameShard || !otherShard {
+		t.Fatalf("function pairs cover same shard %v, other shard %v; want both", sameShard, otherShard)
+	}
+}

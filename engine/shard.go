@@ -176,6 +176,7 @@ type Job struct {
 
 	deadline int64 // unix nanoseconds: epoch time or CAN_DO_TIMEOUT expiry, while in the timer heap
 	stamp    int64 // engine clock when queued, then when assigned (for the wait and run histograms)
+	filed    int64 // engine clock when filed under its unique: GET_STATUS_UNIQUE answers for the newest
 	heapIdx  int32 // index in shard.timers, -1 when absent
 }
 

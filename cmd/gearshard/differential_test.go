@@ -243,6 +243,30 @@ var diffScenarios = []diffScenario{
 		),
 	},
 	{
+		// A unique held by jobs of two functions: GET_STATUS_UNIQUE
+		// answers for the newest job (1 client for the foreground one, 0
+		// for the background one), whichever was submitted first.
+		name: "status-unique-newest",
+		steps: seq(
+			submit("c1", wire.SubmitJob, "f1", "u1", "x"),
+			submit("c2", wire.SubmitJobBG, "f3", "u1", "d1"),
+			send("c3", wire.GetStatusUnique, "u1"), recv("c3", 1),
+			submit("c2", wire.SubmitJobBG, "g1", "u2", "d2"),
+			submit("c1", wire.SubmitJob, "g3", "u2", "y"),
+			send("c3", wire.GetStatusUnique, "u2"), recv("c3", 1),
+		),
+	},
+	{
+		// A sleeping worker that submits a job of its own function is
+		// woken before it hears JOB_CREATED.
+		name: "sleeping-worker-submits",
+		steps: seq(
+			send("w1", wire.CanDo, "f"),
+			send("w1", wire.PreSleep),
+			send("w1", wire.SubmitJob, "f", "", "x"), recv("w1", 2),
+		),
+	},
+	{
 		// A client joining a running job gets the WORK_* packets sent
 		// after it joined, not the earlier ones.
 		name: "coalesce-running",
