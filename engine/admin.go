@@ -339,7 +339,8 @@ func (a *Admin) maxQueue(fname []byte, vals [][]byte) {
 	var max [numPriorities]int
 	for p := range max {
 		if p < len(vals) {
-			max[p] = max0(int(parseInt(vals[p])))
+			n, _ := parseInt(vals[p])
+			max[p] = max0(int(n))
 		}
 	}
 	if len(vals) <= 1 {

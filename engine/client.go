@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -45,9 +46,15 @@ func (e *Engine) Submit(t *Turn, sess *Session, p *wire.Packet) {
 		spec = submitSpec{Low, true}
 	case wire.SubmitJobEpoch:
 		spec = submitSpec{Normal, true}
+		n, ok := parseInt(p.Field[2])
+		if !ok {
+			// gearmand drops such a submission without a word.
+			t.sendError(sess, "INVALID_ARGUMENT", "Epoch time out of range")
+			return
+		}
 		// Held back at maxEpoch: later times overflow the clock's
 		// nanoseconds into the past and would run the job at once.
-		when = min(parseInt(p.Field[2]), maxEpoch)
+		when = min(n, maxEpoch)
 	case wire.SubmitJobSched:
 		spec = submitSpec{Normal, true}
 		next, ok := nextCron(time.Now(), p.Field[2:7])
@@ -402,24 +409,35 @@ func boolField(b bool) []byte {
 	return field0
 }
 
-// parseInt reads a decimal the way strtoll does: leading spaces and sign,
-// digits up to the first non-digit, 0 when there are none.
-func parseInt(b []byte) int64 {
-	b = bytes.TrimLeft(b, " \t")
+// parseInt reads a decimal the way strtoll does: leading white space and
+// sign, digits up to the first non-digit, 0 when there are none. inRange is
+// false where strtoll sets ERANGE (n is then clamped, as strtoll clamps).
+func parseInt(b []byte) (n int64, inRange bool) {
+	b = bytes.TrimLeft(b, " \t\n\v\f\r")
 	neg := false
 	if len(b) > 0 && (b[0] == '-' || b[0] == '+') {
 		neg = b[0] == '-'
 		b = b[1:]
 	}
-	var n int64
+	limit := uint64(math.MaxInt64)
+	if neg {
+		limit++
+	}
+	var u uint64
 	for _, c := range b {
-		if c < '0' || c > '9' || n > (1<<62)/10 {
+		if c < '0' || c > '9' {
 			break
 		}
-		n = n*10 + int64(c-'0')
+		if u > (limit-uint64(c-'0'))/10 {
+			if neg {
+				return math.MinInt64, false
+			}
+			return math.MaxInt64, false
+		}
+		u = u*10 + uint64(c-'0')
 	}
 	if neg {
-		return -n
+		return int64(-u), true // -(MaxInt64+1) wraps to MinInt64, as wanted
 	}
-	return n
+	return int64(u), true
 }

@@ -34,14 +34,15 @@ func (e *Engine) Handle(t *Turn, sess *Session, p *wire.Packet) {
 			e.CanDo(t, sess, p.Field[0], 0)
 		}
 	case wire.CanDoTimeout:
+		if !checkFunctionName(t, sess, p.Field[0]) {
+			return
+		}
 		timeout, ok := parseTimeout(p.Field[1])
-		if !ok || len(p.Field[0]) == 0 {
+		if !ok {
 			t.sendError(sess, "INVALID_ARGUMENT", "CAN_DO_TIMEOUT needs a function and a timeout in milliseconds")
 			return
 		}
-		if checkFunctionName(t, sess, p.Field[0]) {
-			e.CanDo(t, sess, p.Field[0], timeout)
-		}
+		e.CanDo(t, sess, p.Field[0], timeout)
 	case wire.CantDo:
 		e.CantDo(sess, p.Field[0])
 	case wire.ResetAbilities:
@@ -56,7 +57,9 @@ func (e *Engine) Handle(t *Turn, sess *Session, p *wire.Packet) {
 		id := string(clientID(p.Field[0]))
 		sess.clientID.Store(&id)
 	case wire.OptionReq:
-		if bytes.EqualFold(p.Field[0], []byte("exceptions")) {
+		// gearmand reads the option as a C string: a NUL ends it.
+		name, _, _ := bytes.Cut(p.Field[0], []byte{0})
+		if bytes.EqualFold(name, []byte("exceptions")) {
 			sess.exceptions.Store(true)
 			t.send(sess, wire.OptionRes, p.Field[0])
 			return

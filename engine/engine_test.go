@@ -478,7 +478,7 @@ func TestEpochFarFutureStaysDelayed(t *testing.T) {
 	c := e.NewSession(1, "127.0.0.1", nil)
 	w := e.NewSession(2, "127.0.0.1", nil)
 	e.Handle(&tr, w, req(wire.CanDo, "later"))
-	for _, when := range []string{"9999999999", "100000000000", "4611686018427387903", "9223372036854775807", "18446744073709551616"} {
+	for _, when := range []string{"9999999999", "100000000000", "4611686018427387903", "9223372036854775806", "9223372036854775807"} {
 		e.Handle(&tr, c, req(wire.SubmitJobEpoch, "later", "", when, "x"))
 		expectOne(t, c, wire.JobCreated)
 		e.Handle(&tr, w, req(wire.GrabJob))
@@ -496,6 +496,133 @@ func TestEpochFarFutureStaysDelayed(t *testing.T) {
 	if len(s.timers) != 5 {
 		t.Fatalf("%d delayed jobs, want 5", len(s.timers))
 	}
+}
+
+// An epoch time outside int64 (strtoll's ERANGE) gets an ERROR and no job;
+// gearmand drops it without a reply. The extremes themselves are times.
+func TestEpochOutOfRange(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	w := e.NewSession(2, "127.0.0.1", nil)
+	e.Handle(&tr, w, req(wire.CanDo, "f"))
+	for _, when := range []string{"99999999999999999999", "-99999999999999999999", "9223372036854775808", "-9223372036854775809"} {
+		e.Handle(&tr, c, req(wire.SubmitJobEpoch, "f", "", when, "x"))
+		if p := expectOne(t, c, wire.Error); string(p.Field[0]) != "INVALID_ARGUMENT" {
+			t.Fatalf("epoch %s: ERROR %q, want INVALID_ARGUMENT", when, p.Field[0])
+		}
+	}
+	e.Handle(&tr, w, req(wire.GrabJob))
+	expectOne(t, w, wire.NoJob)
+	e.Handle(&tr, c, req(wire.SubmitJobEpoch, "f", "", "-9223372036854775808", "now"))
+	expectOne(t, c, wire.JobCreated)
+	e.Handle(&tr, w, req(wire.GrabJob))
+	if p := expectOne(t, w, wire.JobAssign); string(p.Field[2]) != "now" {
+		t.Fatalf("assigned %q, want the job of the earliest time", p.Field[2])
+	}
+}
+
+// parseInt is strtoll: white space, sign, digits to the first non-digit,
+// and ERANGE past int64.
+func TestParseInt(t *testing.T) {
+	for _, c := range []struct {
+		in      string
+		want    int64
+		inRange bool
+	}{
+		{"", 0, true},
+		{"abc", 0, true},
+		{" \t\n12abc", 12, true},
+		{"+7", 7, true},
+		{"-0", 0, true},
+		{"0x10", 0, true},
+		{"9223372036854775807", math.MaxInt64, true},
+		{"-9223372036854775808", math.MinInt64, true},
+		{"9223372036854775808", math.MaxInt64, false},
+		{"-9223372036854775809", math.MinInt64, false},
+		{"18446744073709551616", math.MaxInt64, false},
+		{"-99999999999999999999x", math.MinInt64, false},
+	} {
+		got, ok := parseInt([]byte(c.in))
+		if got != c.want || ok != c.inRange {
+			t.Errorf("parseInt(%q) = %d, %v; want %d, %v", c.in, got, ok, c.want, c.inRange)
+		}
+	}
+}
+
+// A connection that registers a function twice has its jobs timed by the
+// newest registration, as in gearmand: a worker re-registers to change
+// its timeout, and every job must see the change, not every other one.
+func TestTimeoutOfNewestRegistration(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		regs  []*wire.Packet
+		timed bool
+	}{
+		{"timeout then plain", []*wire.Packet{req(wire.CanDoTimeout, "f", "1000"), req(wire.CanDo, "f")}, false},
+		{"plain then timeout", []*wire.Packet{req(wire.CanDo, "f"), req(wire.CanDoTimeout, "f", "1000")}, true},
+		{"long then short", []*wire.Packet{req(wire.CanDoTimeout, "f", "60000"), req(wire.CanDoTimeout, "f", "1000")}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newTestEngine(t, 1, nil)
+			var tr Turn
+			cl := e.NewSession(1, "127.0.0.1", nil)
+			w := e.NewSession(2, "127.0.0.1", nil)
+			for _, r := range c.regs {
+				e.Handle(&tr, w, r)
+			}
+			s := e.shards[0]
+			for i := 0; i < 4; i++ { // both registrations take their turns
+				e.Handle(&tr, cl, req(wire.SubmitJobBG, "f", "", "x"))
+				expectOne(t, cl, wire.JobCreated)
+				e.Handle(&tr, w, req(wire.GrabJob))
+				expectOne(t, w, wire.JobAssign)
+				s.mu.Lock()
+				var deadline time.Duration
+				if len(s.timers) > 0 {
+					deadline = time.Until(time.Unix(0, s.timers[0].deadline))
+				}
+				n := len(s.timers)
+				s.mu.Unlock()
+				if c.timed && (n != i+1 || deadline > 2*time.Second) {
+					t.Fatalf("job %d: %d timers, first due in %v; want %d due within the newest registration's 1 s", i+1, n, deadline, i+1)
+				}
+				if !c.timed && n != 0 {
+					t.Fatalf("job %d: %d timers, want none (the newest registration has no timeout)", i+1, n)
+				}
+			}
+		})
+	}
+}
+
+// CAN_DO_TIMEOUT with an empty function name is refused as CAN_DO's is.
+func TestCanDoTimeoutEmptyName(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	var tr Turn
+	w := e.NewSession(1, "127.0.0.1", nil)
+	for _, r := range []*wire.Packet{req(wire.CanDo, ""), req(wire.CanDoTimeout, "", "1000")} {
+		e.Handle(&tr, w, r)
+		if p := expectOne(t, w, wire.Error); string(p.Field[0]) != "INVALID_FUNCTION_NAME" {
+			t.Fatalf("%s with an empty name: ERROR %q, want INVALID_FUNCTION_NAME", r.Type, p.Field[0])
+		}
+	}
+}
+
+// OPTION_REQ's option is read up to a NUL, as gearmand reads it, and the
+// answer echoes what was sent.
+func TestOptionReqStopsAtNUL(t *testing.T) {
+	e := newTestEngine(t, 1, nil)
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	e.Handle(&tr, c, req(wire.OptionReq, "Exceptions\x00junk"))
+	if p := expectOne(t, c, wire.OptionRes); string(p.Field[0]) != "Exceptions\x00junk" {
+		t.Fatalf("OPTION_RES %q, want the option as sent", p.Field[0])
+	}
+	if !c.exceptions.Load() {
+		t.Fatal("exceptions not turned on")
+	}
+	e.Handle(&tr, c, req(wire.OptionReq, "junk\x00exceptions"))
+	expectOne(t, c, wire.Error)
 }
 
 // Admin listings stay sorted by name while functions come and go in any

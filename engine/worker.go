@@ -3,7 +3,6 @@ package engine
 import (
 	"math"
 	"slices"
-	"strconv"
 	"time"
 
 	"gearshard/wire"
@@ -275,10 +274,10 @@ func (s *shard) serve(t *Turn, sess *Session, a *ability, pri Priority, kind Gra
 	sess.grabSeq++
 	a.served = sess.grabSeq
 	ps.served.pushBack(a)
-	s.assign(t, sess, a, a.fn.queue[pri].head, kind)
+	s.assign(t, sess, a.fn.queue[pri].head, kind)
 }
 
-func (s *shard) assign(t *Turn, sess *Session, a *ability, j *Job, kind GrabKind) {
+func (s *shard) assign(t *Turn, sess *Session, j *Job, kind GrabKind) {
 	s.dequeue(j)
 	now := t.clock(s.e)
 	j.fn.latency().wait.observe(now - j.stamp)
@@ -287,9 +286,14 @@ func (s *shard) assign(t *Turn, sess *Session, a *ability, j *Job, kind GrabKind
 	j.worker = sess
 	s.debugJob(j).Uint64("worker", sess.ID).Msg("job assigned")
 	j.fn.running++
-	sess.per[s.idx].held.pushBack(j)
-	if a.timeout > 0 {
-		s.armTimer(j, time.Now().Add(a.timeout))
+	ps := &sess.per[s.idx]
+	ps.held.pushBack(j)
+	// A function registered twice on a connection times its jobs by the
+	// newest registration, as gearmand does: a worker re-registers to
+	// change its timeout.
+	regs := ps.byFn[j.fn]
+	if timeout := regs[len(regs)-1].timeout; timeout > 0 {
+		s.armTimer(j, time.Now().Add(timeout))
 	}
 	var hb [64]byte
 	h := s.e.appendHandle(hb[:0], j.id)
@@ -324,7 +328,10 @@ func (e *Engine) WorkResult(t *Turn, sess *Session, p *wire.Packet) {
 	case wire.WorkData, wire.WorkWarning:
 		s.forward(t, j, p.Type, handle, p.Field[1])
 	case wire.WorkStatus:
-		j.num, j.den = uint32(parseInt(p.Field[1])), uint32(parseInt(p.Field[2]))
+		// As gearmand's (uint32_t)atoi: out of range clamps, then the low 32 bits stay.
+		num, _ := parseInt(p.Field[1])
+		den, _ := parseInt(p.Field[2])
+		j.num, j.den = uint32(num), uint32(den)
 		s.forward(t, j, p.Type, handle, p.Field[1], p.Field[2])
 	case wire.WorkComplete:
 		j.fn.counters.Completed++
@@ -517,10 +524,7 @@ func parseTimeout(b []byte) (time.Duration, bool) {
 	if len(b) > 20 {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil {
-		n = parseInt(b)
-	}
+	n, _ := parseInt(b)
 	if n <= 0 {
 		return 0, true
 	}

@@ -523,6 +523,34 @@ var diffScenarios = []diffScenario{
 		},
 	},
 	{
+		// A function registered twice on one connection: the newest
+		// registration's timeout applies (here none), so the job held past
+		// the first one's 1000 ms is neither failed nor requeued.
+		name: "can-do-timeout-newest-registration",
+		steps: seq(
+			send("w1", wire.CanDoTimeout, "f", "1000"),
+			send("w1", wire.CanDo, "f"),
+			submit("c1", wire.SubmitJob, "f", "", "slow"),
+			grab("w1"),
+			recv("c1", 1), // nothing within diffTimeout, well past 1000 ms
+			send("w1", wire.WorkComplete, "$H1", "done"), recv("c1", 1),
+		),
+	},
+	{
+		// An epoch time outside 64 bits: gearmand drops the submission
+		// without a word; gearshard answers ERROR. Neither queues a job.
+		name: "epoch-out-of-range",
+		steps: seq(
+			send("c1", wire.SubmitJobEpoch, "f", "", "99999999999999999999", "x"), recv("c1", 1),
+			send("w1", wire.CanDo, "f"), grab("w1"),
+		),
+		readme: 2,
+		differs: map[string]perServer{"c1": {
+			gearmand:  []string{"<timeout>"},
+			gearshard: []string{pkt(wire.Error, "INVALID_ARGUMENT", "Epoch time out of range")},
+		}},
+	},
+	{
 		// A result for a job already finished is an error.
 		name: "double-complete",
 		steps: seq(
@@ -574,6 +602,8 @@ var diffScenarios = []diffScenario{
 		steps: seq(
 			send("c1", wire.OptionReq, "nosuch"), recv("c1", 1),
 			send("c1", wire.OptionReq, "exceptions"), recv("c1", 1),
+			// Read as a C string: the NUL ends the option; all is echoed.
+			send("c1", wire.OptionReq, "exceptions\x00junk"), recv("c1", 1),
 		),
 	},
 	{
