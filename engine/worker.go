@@ -27,6 +27,12 @@ func (e *Engine) CanDo(t *Turn, sess *Session, fname []byte, timeout time.Durati
 	if ps.byFn == nil {
 		ps.byFn = make(map[*function][]*ability)
 	}
+	// A function registered twice times its jobs by the newest
+	// registration, as in gearmand (a worker re-registers to change its
+	// timeout), whichever registration serves the job.
+	for _, old := range ps.byFn[f] {
+		old.timeout = timeout
+	}
 	ps.byFn[f] = append(ps.byFn[f], a)
 	// A worker already asleep hears of work for its new function too.
 	if sess.sleep.Load() == sleeping {
@@ -274,10 +280,10 @@ func (s *shard) serve(t *Turn, sess *Session, a *ability, pri Priority, kind Gra
 	sess.grabSeq++
 	a.served = sess.grabSeq
 	ps.served.pushBack(a)
-	s.assign(t, sess, a.fn.queue[pri].head, kind)
+	s.assign(t, sess, a, a.fn.queue[pri].head, kind)
 }
 
-func (s *shard) assign(t *Turn, sess *Session, j *Job, kind GrabKind) {
+func (s *shard) assign(t *Turn, sess *Session, a *ability, j *Job, kind GrabKind) {
 	s.dequeue(j)
 	now := t.clock(s.e)
 	j.fn.latency().wait.observe(now - j.stamp)
@@ -286,14 +292,9 @@ func (s *shard) assign(t *Turn, sess *Session, j *Job, kind GrabKind) {
 	j.worker = sess
 	s.debugJob(j).Uint64("worker", sess.ID).Msg("job assigned")
 	j.fn.running++
-	ps := &sess.per[s.idx]
-	ps.held.pushBack(j)
-	// A function registered twice on a connection times its jobs by the
-	// newest registration, as gearmand does: a worker re-registers to
-	// change its timeout.
-	regs := ps.byFn[j.fn]
-	if timeout := regs[len(regs)-1].timeout; timeout > 0 {
-		s.armTimer(j, time.Now().Add(timeout))
+	sess.per[s.idx].held.pushBack(j)
+	if a.timeout > 0 {
+		s.armTimer(j, time.Now().Add(a.timeout))
 	}
 	var hb [64]byte
 	h := s.e.appendHandle(hb[:0], j.id)
