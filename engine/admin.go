@@ -402,7 +402,7 @@ func (s *shard) dropQueued(t *Turn, f *function) {
 type jobRow struct {
 	id        uint64
 	fn        string
-	unique    string
+	unique    []byte // in eachJob's arena
 	retries   uint8
 	bg        bool // persisted kind: gearmand's JOB_QUEUED column
 	ignored   bool // a foreground job nobody waits for any more
@@ -410,50 +410,82 @@ type jobRow struct {
 	listeners []*Session
 }
 
-func (a *Admin) allJobs() []jobRow {
-	var rows []jobRow
+// eachJob calls fn for every job in handle order. Each shard's jobs are
+// copied under its lock, already in number order, into one slice sized for
+// all of them, their uniques into one arena: a listing of a million jobs
+// holds each shard for the copy alone, allocates little, and needs no sort,
+// only a merge of the shards' runs.
+func (a *Admin) eachJob(fn func(r *jobRow)) {
+	total := 0
 	for _, s := range a.e.shards {
 		s.mu.Lock()
+		total += s.jobs.len()
+		s.mu.Unlock()
+	}
+	total += total / 16 // jobs submitted meanwhile
+	var (
+		rows  = make([]jobRow, 0, total)
+		uniq  = make([][2]int, 0, total) // each row's unique in arena
+		arena []byte
+	)
+	runs := make([][2]int, 0, len(a.e.shards))
+	for _, s := range a.e.shards {
+		s.mu.Lock()
+		start := len(rows)
 		s.jobs.each(func(j *Job) {
-			r := jobRow{id: j.id, fn: j.fn.name, unique: string(j.unique()), retries: j.retries, worker: j.worker,
+			r := jobRow{id: j.id, fn: j.fn.name, retries: j.retries, worker: j.worker,
 				bg: j.background, ignored: !j.background && !j.hasListeners()}
 			s.forEachListener(j, func(c *Session) { r.listeners = append(r.listeners, c) })
 			rows = append(rows, r)
+			uniq = append(uniq, [2]int{len(arena), len(arena) + len(j.unique())})
+			arena = append(arena, j.unique()...)
 		})
 		s.mu.Unlock()
+		runs = append(runs, [2]int{start, len(rows)})
 	}
-	slices.SortFunc(rows, func(x, y jobRow) int { return cmp.Compare(x.id, y.id) })
-	return rows
+	for {
+		best := -1
+		for i, r := range runs {
+			if r[0] < r[1] && (best < 0 || rows[r[0]].id < rows[runs[best][0]].id) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return
+		}
+		k := runs[best][0]
+		runs[best][0]++
+		rows[k].unique = arena[uniq[k][0]:uniq[k][1]]
+		fn(&rows[k])
+	}
 }
 
 // showJobs prints "HANDLE\tRETRIES\tIGNORE_JOB\tJOB_QUEUED" per job;
 // gearmand marks background jobs queued (handed to the queue module).
 func (a *Admin) showJobs(out []byte) []byte {
-	for _, r := range a.allJobs() {
+	a.eachJob(func(r *jobRow) {
 		out = a.e.appendHandle(out, r.id)
 		out = appendTabInt(out, int(r.retries))
 		out = appendTabInt(out, b2i(r.ignored))
 		out = appendTabInt(out, b2i(r.bg))
 		out = append(out, '\n')
-	}
+	})
 	return append(out, ".\n"...)
 }
 
 func (a *Admin) showUniqueJobs(out []byte) []byte {
-	for _, r := range a.allJobs() {
-		out = append(append(out, r.unique...), '\n')
-	}
+	a.eachJob(func(r *jobRow) { out = append(append(out, r.unique...), '\n') })
 	return append(out, ".\n"...)
 }
 
 // jobs prints the Perl server's "FUNC\tUNIQ\tWORKER\tLISTENERS" lines.
 func (a *Admin) jobs(out []byte) []byte {
-	for _, r := range a.allJobs() {
+	a.eachJob(func(r *jobRow) {
 		out = append(append(append(append(out, r.fn...), '\t'), r.unique...), '\t')
 		out = appendPeer(out, r.worker)
 		out = appendTabInt(out, len(r.listeners))
 		out = append(out, '\n')
-	}
+	})
 	return append(out, ".\n"...)
 }
 
@@ -461,11 +493,11 @@ func (a *Admin) jobs(out []byte) []byte {
 // jobs it waits on.
 func (a *Admin) clients(out []byte) []byte {
 	waits := make(map[*Session][]jobRow)
-	for _, r := range a.allJobs() {
+	a.eachJob(func(r *jobRow) {
 		for _, c := range r.listeners {
-			waits[c] = append(waits[c], r)
+			waits[c] = append(waits[c], *r)
 		}
-	}
+	})
 	for _, sess := range a.sessionsByFD() {
 		out = append(appendPeer(out, sess), '\n')
 		for _, r := range waits[sess] {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"math"
@@ -947,5 +948,74 @@ func TestGetStatusUniqueNewest(t *testing.T) {
 	}
 	if !sameShard || !otherShard {
 		t.Fatalf("function pairs cover same shard %v, other shard %v; want both", sameShard, otherShard)
+	}
+}
+
+// The job listings give every live job once, in handle order, across
+// shards whose numbers interleave and with stragglers (jobs held while
+// thousands after them finish) that the job table keeps apart; "show
+// unique jobs" lists the same jobs' uniques in the same order.
+func TestShowJobsInHandleOrder(t *testing.T) {
+	e := newTestEngine(t, 3, nil)
+	a := NewAdmin(e, AdminConfig{})
+	var tr Turn
+	c := e.NewSession(1, "127.0.0.1", nil)
+	w := e.NewSession(2, "127.0.0.1", nil)
+	adm := e.NewSession(3, "127.0.0.1", nil)
+	fns := []string{"fa", "fb", "fc", "fd", "fe", "ff"}
+	for _, f := range fns {
+		e.Handle(&tr, w, req(wire.CanDo, f))
+	}
+	w.takeOutput()
+	number := func(h []byte) uint64 {
+		n, err := strconv.ParseUint(string(h[bytes.LastIndexByte(h, ':')+1:]), 10, 64)
+		if err != nil {
+			t.Fatalf("handle %q: %v", h, err)
+		}
+		return n
+	}
+	uniqueOf := map[uint64]string{}
+	for i := 0; i < 12_000; i++ {
+		u := fmt.Sprintf("u%d", i)
+		e.Handle(&tr, c, req(wire.SubmitJobBG, fns[i%len(fns)], u, "x"))
+		uniqueOf[number(expectOne(t, c, wire.JobCreated).Field[0])] = u
+		// Most jobs are taken and finished soon; every 500th is held for
+		// good (a straggler), and the rest of each 100 stay queued.
+		if i%100 < 90 {
+			e.Handle(&tr, w, req(wire.GrabJob))
+			h := expectOne(t, w, wire.JobAssign).Field[0]
+			if i%500 != 0 {
+				e.Handle(&tr, w, req(wire.WorkComplete, string(h), "r"))
+				w.takeOutput()
+				delete(uniqueOf, number(h))
+			}
+		}
+	}
+	stragglers := 0
+	for _, s := range e.shards {
+		stragglers += len(s.jobs.old)
+	}
+	if stragglers == 0 {
+		t.Fatal("no job reached a job table's map: the test covers less than it claims")
+	}
+	list := func(cmd string) []string {
+		a.Run(&tr, adm, []byte(cmd))
+		out := strings.TrimSuffix(string(adm.takeOutput()), ".\n")
+		return strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	}
+	jobs, uniques := list("show jobs"), list("show unique jobs")
+	if len(jobs) != len(uniqueOf) || len(uniques) != len(uniqueOf) {
+		t.Fatalf("%d job lines and %d unique lines, want %d live jobs", len(jobs), len(uniques), len(uniqueOf))
+	}
+	last := uint64(0)
+	for i, line := range jobs {
+		n := number([]byte(strings.Fields(line)[0]))
+		if n <= last {
+			t.Fatalf("line %d: handle %d after %d", i, n, last)
+		}
+		last = n
+		if uniques[i] != uniqueOf[n] {
+			t.Fatalf("line %d: unique %q for job %d, want %q", i, uniques[i], n, uniqueOf[n])
+		}
 	}
 }

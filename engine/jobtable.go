@@ -1,5 +1,10 @@
 package engine
 
+import (
+	"maps"
+	"slices"
+)
+
 // jobTable finds a shard's jobs by handle number. A shard numbers its jobs
 // in order, and jobs mostly finish in about that order, so the live ones
 // sit in a window of recent numbers: a ring indexed by number holds that
@@ -86,10 +91,14 @@ func (t *jobTable) remove(n uint64) {
 // len is the number of live jobs.
 func (t *jobTable) len() int { return t.inRing + len(t.old) }
 
-// each calls fn for every live job; fn may remove the job it is given.
+// each calls fn for every live job, in number order (the map's
+// stragglers are all older than the ring's window); fn may remove the job
+// it is given.
 func (t *jobTable) each(fn func(*Job)) {
-	for _, j := range t.old {
-		fn(j)
+	if len(t.old) > 0 {
+		for _, n := range slices.Sorted(maps.Keys(t.old)) {
+			fn(t.old[n])
+		}
 	}
 	for n := t.lo; n < t.hi; n++ {
 		if j := t.ring[n&uint64(len(t.ring)-1)]; j != nil {
