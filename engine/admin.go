@@ -247,12 +247,7 @@ func (a *Admin) snapshot() []funcStat {
 	}
 	merged := a.merged[:0]
 	for {
-		best := -1
-		for i, r := range runs {
-			if r[0] < r[1] && (best < 0 || all[r[0]].name < all[runs[best][0]].name) {
-				best = i
-			}
-		}
+		best := leastRun(runs, func(i, j int) bool { return all[i].name < all[j].name })
 		if best < 0 {
 			break
 		}
@@ -261,6 +256,19 @@ func (a *Admin) snapshot() []funcStat {
 	}
 	a.merged = merged
 	return merged
+}
+
+// leastRun picks, among runs (each shard's [next, end) span of a slice
+// sorted its way), the one whose next item comes first, or -1 when all are
+// spent: the merge step of listings that shards hold sorted.
+func leastRun(runs [][2]int, before func(i, j int) bool) int {
+	best := -1
+	for i, r := range runs {
+		if r[0] < r[1] && (best < 0 || before(r[0], runs[best][0])) {
+			best = i
+		}
+	}
+	return best
 }
 
 func (a *Admin) status(out []byte) []byte {
@@ -444,12 +452,7 @@ func (a *Admin) eachJob(fn func(r *jobRow)) {
 		runs = append(runs, [2]int{start, len(rows)})
 	}
 	for {
-		best := -1
-		for i, r := range runs {
-			if r[0] < r[1] && (best < 0 || rows[r[0]].id < rows[runs[best][0]].id) {
-				best = i
-			}
-		}
+		best := leastRun(runs, func(i, j int) bool { return rows[i].id < rows[j].id })
 		if best < 0 {
 			return
 		}
