@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"cmp"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"gearshard/wire"
 )
@@ -36,7 +38,17 @@ type Admin struct {
 	stats  []funcStat
 	merged []funcStat
 	out    []byte
+
+	listed     int         // jobs the command being run listed
+	collecting atomic.Bool // a collection after a large listing is running
 }
+
+// largeListing is the number of jobs past which a listing's garbage (its
+// copy of the jobs, about 100 bytes each, and its text) is collected at
+// once. The server runs at GOGC=400 for its queue's sake, and under it
+// listing after listing of a large queue would pile up to four times the
+// queue's memory before the collector ran.
+const largeListing = 100_000
 
 // AdminAction tells the network layer what to do after a command.
 type AdminAction uint8
@@ -167,7 +179,23 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 		out = errUnknownCommand(out, cmd)
 	}
 	t.SendRaw(sess, out)
+	if a.listed >= largeListing {
+		a.collectGarbage()
+	}
+	a.listed = 0
 	return action
+}
+
+// collectGarbage starts a collection off the event loop, unless one is
+// running. Called once the listing's copy is unreachable, so that this
+// collection frees it.
+func (a *Admin) collectGarbage() {
+	if a.collecting.CompareAndSwap(false, true) {
+		go func() {
+			defer a.collecting.Store(false)
+			runtime.GC()
+		}()
+	}
 }
 
 // splitAdminLine splits a line into words as gearmand does: at each space,
@@ -451,6 +479,7 @@ func (a *Admin) eachJob(fn func(r *jobRow)) {
 		s.mu.Unlock()
 		runs = append(runs, [2]int{start, len(rows)})
 	}
+	a.listed = len(rows)
 	for {
 		best := leastRun(runs, func(i, j int) bool { return rows[i].id < rows[j].id })
 		if best < 0 {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -1017,5 +1018,48 @@ func TestShowJobsInHandleOrder(t *testing.T) {
 		if uniques[i] != uniqueOf[n] {
 			t.Fatalf("line %d: unique %q for job %d, want %q", i, uniques[i], n, uniqueOf[n])
 		}
+	}
+}
+
+// A listing of more than largeListing jobs is followed by a collection
+// (the server's GOGC=400 would otherwise let listing after listing pile
+// up); a small one is not. The collector is off for the test, so only
+// that collection can count.
+func TestLargeListingCollects(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	gcs := func() uint32 {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.NumGC
+	}
+	listWith := func(jobs int) (*Admin, uint32) {
+		e := newTestEngine(t, 2, nil)
+		a := NewAdmin(e, AdminConfig{})
+		var tr Turn
+		c := e.NewSession(1, "127.0.0.1", nil)
+		adm := e.NewSession(2, "127.0.0.1", nil)
+		for i := 0; i < jobs; i++ {
+			e.Handle(&tr, c, req(wire.SubmitJobBG, "f"+strconv.Itoa(i%7), "", "x"))
+			if i%1024 == 0 {
+				c.discardOutput()
+			}
+		}
+		before := gcs()
+		a.Run(&tr, adm, []byte("show unique jobs"))
+		if n := strings.Count(string(adm.takeOutput()), "\n"); n != jobs+1 {
+			t.Fatalf("%d lines, want %d", n, jobs+1)
+		}
+		return a, before
+	}
+	a, before := listWith(1000)
+	if a.collecting.Load() || gcs() != before {
+		t.Fatal("a listing of 1,000 jobs started a collection")
+	}
+	_, before = listWith(largeListing)
+	for i := 0; gcs() == before; i++ {
+		if i == 1000 {
+			t.Fatal("no collection within 10 s of a listing of largeListing jobs")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

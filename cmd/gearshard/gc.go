@@ -15,7 +15,8 @@ import (
 // about a fifth less server CPU (bench/limits.md); memory per queued job is
 // unchanged, since there is nothing to collect. Garbage (HTTP requests,
 // admin listings) may grow to four times the live heap before a collection,
-// which defaultMemoryLimit caps.
+// which defaultMemoryLimit caps; a listing of a large queue is collected
+// right after it (engine.largeListing).
 const defaultGCPercent = 400
 
 // tuneGC applies defaultGCPercent and defaultMemoryLimit unless the user
