@@ -55,8 +55,14 @@ type AdminAction uint8
 
 const (
 	AdminContinue AdminAction = iota
-	AdminClose
+	// AdminYield: the reply was large (a listing). Commands pipelined after
+	// it wait for the loop's next turn, so that a client pipelining many
+	// listings holds its event loop for one at a time, not for all of them.
+	AdminYield
 )
+
+// yieldAfter is the reply size, in bytes, past which a command yields.
+const yieldAfter = 1 << 20
 
 // NewAdmin binds the admin command set to an engine.
 func NewAdmin(e *Engine, cfg AdminConfig) *Admin {
@@ -98,7 +104,6 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 			a.out = out[:0]
 		}
 	}()
-	action := AdminContinue
 	if mutating(cmd, is) && !a.allowed(sess.Addr) {
 		t.SendRaw(sess, []byte("ERR PERMISSION_DENIED "+string(cmd)+"+is+not+allowed+from+this+address+(see+--admin-allow)\r\n"))
 		return AdminContinue
@@ -183,7 +188,10 @@ func (a *Admin) Run(t *Turn, sess *Session, line []byte) AdminAction {
 		a.collectGarbage()
 	}
 	a.listed = 0
-	return action
+	if len(out) > yieldAfter {
+		return AdminYield
+	}
+	return AdminContinue
 }
 
 // collectGarbage starts a collection off the event loop, unless one is

@@ -1,8 +1,12 @@
 package netio_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -10,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"gearshard/engine"
 	"gearshard/netio"
 	"gearshard/netio/gstest"
 	"gearshard/wire"
@@ -266,4 +273,100 @@ func TestAdminListingsStopAtOutputLimit(t *testing.T) {
 	if st := a.Admin("status"); strings.Contains(st, "after_the_limit") {
 		t.Fatalf("a command after the output limit was run:\n%s", st)
 	}
+}
+
+// Large listings pipelined by a client that reads: each one yields the
+// loop to other connections, and the commands after it are still run, on
+// the loop's next turns (gnet's connections) or at once (TLS).
+func TestAdminPipelinedLargeListingsAllAnswered(t *testing.T) {
+	const jobs = 70_000 // "show jobs" is then about 1.3 MB, over the yield size
+	// queue writes the submissions, then what follows them, in order.
+	queue := func(c net.Conn, then string) {
+		var batch []byte
+		for range jobs {
+			batch = wire.AppendRequest(batch, wire.SubmitJobBG, []byte("listed"), nil, []byte("x"))
+		}
+		writeAsync(c, append(batch, then...))
+	}
+	// readListings reads n "show jobs" replies then the "version" line.
+	readListings := func(c net.Conn, n int) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		r := bufio.NewReaderSize(c, 1<<16)
+		for i := 0; i < n; i++ {
+			lines := 0
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("listing %d: %v after %d lines", i+1, err, lines)
+				}
+				if line == ".\n" {
+					break
+				}
+				lines++
+			}
+			if lines != jobs {
+				t.Fatalf("listing %d has %d lines, want %d", i+1, lines, jobs)
+			}
+		}
+		if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "OK ") {
+			t.Fatalf("after the listings: %q, %v; want the version", line, err)
+		}
+	}
+	const pipelined = "show jobs\nshow jobs\nshow jobs\nversion\n"
+
+	t.Run("event loop", func(t *testing.T) {
+		srv := gstest.Start(t, nil)
+		c := gstest.Dial(t, srv.Addr)
+		queue(c.Raw(), "")
+		a := gstest.Dial(t, srv.Addr)
+		gstest.Eventually(t, 20*time.Second, func() bool {
+			return strings.Contains(a.Admin("status"), "listed\t70000\t")
+		}, "jobs not queued")
+		a.Write([]byte(pipelined))
+		readListings(a.Raw(), 3)
+	})
+	t.Run("TLS", func(t *testing.T) {
+		log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+		eng, err := engine.New(engine.Options{Shards: 2, HandlePrefix: "H:test", Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := netio.New(eng, engine.NewAdmin(eng, engine.AdminConfig{Version: "test"}), netio.Options{
+			MaxPacket: 4 << 20, MaxConns: 100, Log: log})
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			done <- srv.ServeTLS(l, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+		}()
+		addr := srv.WaitReady()
+		t.Cleanup(func() {
+			_ = srv.Stop(context.Background())
+			if err := <-done; err != nil {
+				t.Errorf("ServeTLS: %v", err)
+			}
+			eng.Close()
+		})
+		c, err := tls.Dial("tcp", addr.String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		queue(c, pipelined)
+		// The submissions' JOB_CREATEDs come first.
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		hdr := make([]byte, wire.HeaderSize)
+		for i := 0; i < jobs; i++ {
+			if _, err := io.ReadFull(c, hdr); err != nil {
+				t.Fatalf("JOB_CREATED %d: %v", i+1, err)
+			}
+			if _, err := io.ReadFull(c, make([]byte, binary.BigEndian.Uint32(hdr[8:]))); err != nil {
+				t.Fatalf("JOB_CREATED %d: %v", i+1, err)
+			}
+		}
+		readListings(c, 3)
+	})
 }

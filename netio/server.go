@@ -373,7 +373,14 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	if in.closeConn {
 		return gnet.Close
 	}
-	if in.frames == framesPerTurn && c.InboundBuffered() > 0 {
+	switch {
+	case c.InboundBuffered() == 0:
+	case in.yield:
+		// gnet runs a connection woken by a task in the same batch of
+		// tasks, ahead of other connections' events, and a batch takes
+		// up to 256: a timer's wake-up comes after the events.
+		time.AfterFunc(time.Millisecond, func() { _ = c.Wake(nil) })
+	case in.frames == framesPerTurn:
 		_ = c.Wake(nil) // resume the rest after other connections had a turn
 	}
 	return gnet.None
@@ -383,7 +390,8 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 type input struct {
 	used, frames int
 	need         int  // length of the packet still arriving, once its header is in
-	closeConn    bool // framing error or admin close: close after flushing
+	closeConn    bool // framing error or a slow reader cut off: close after flushing
+	yield        bool // stopped after a large admin reply; the rest is for a later turn
 }
 
 // handleInput runs the complete frames (binary packets and admin lines)
@@ -405,9 +413,15 @@ func (s *Server) handleInput(t *engine.Turn, sess *engine.Session, in []byte, ma
 			r.used += n
 			r.frames++
 			// A listing can be large: a client that pipelines them without
-			// reading is cut off at its output limit, not served more.
-			if s.adm.Run(t, sess, line) == engine.AdminClose || sess.OutputOver() {
+			// reading is cut off at its output limit, not served more, and
+			// after each large one the rest waits for another turn.
+			action := s.adm.Run(t, sess, line)
+			if sess.OutputOver() {
 				r.closeConn = true
+				return r
+			}
+			if action == engine.AdminYield {
+				r.yield = true
 				return r
 			}
 			continue

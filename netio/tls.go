@@ -243,6 +243,14 @@ func (s *Server) serveTLSConn(c *tls.Conn) {
 		}
 		inAcct.Set(0) // as for gnet's connections (OnTraffic): not counted twice while it runs
 		r := s.handleInput(&t, tc.sess, in, math.MaxInt)
+		for r.yield && !r.closeConn {
+			// A connection of its own: nothing else waits for this
+			// goroutine, so the rest runs at once.
+			s.dispatch(&t)
+			t.Reset()
+			in = in[:copy(in, in[r.used:])]
+			r = s.handleInput(&t, tc.sess, in, math.MaxInt)
+		}
 		need = r.need
 		s.dispatch(&t)
 		t.Reset()
