@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -369,6 +370,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		s.cutInput(&l.turn, cn.sess, &cn.in)
 		in.closeConn = true
 	}
+	answerFirst(l.turn.Dirty, cn.sess)
 	s.flush(l)
 	if in.closeConn {
 		return gnet.Close
@@ -384,6 +386,18 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		_ = c.Wake(nil) // resume the rest after other connections had a turn
 	}
 	return gnet.None
+}
+
+// answerFirst moves s to the front of the sessions to flush, the others
+// keeping their order: the connection whose input ran is answered first, so
+// a submission that wakes thousands of sleeping workers gets its
+// JOB_CREATED before their NOOPs are written, not after (order within a
+// connection is its own).
+func answerFirst(dirty []*engine.Session, s *engine.Session) {
+	if i := slices.Index(dirty, s); i > 0 {
+		copy(dirty[1:i+1], dirty[:i])
+		dirty[0] = s
+	}
 }
 
 // input says what handleInput did with a buffer.
