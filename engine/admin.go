@@ -446,7 +446,8 @@ func (s *shard) dropQueued(t *Turn, f *function) {
 type jobRow struct {
 	id        uint64
 	fn        string
-	unique    []byte // in eachJob's arena
+	unique    []byte // in eachJob's arena, set once the arena is complete
+	uniqueAt  [2]int // where in the arena
 	retries   uint8
 	bg        bool // persisted kind: gearmand's JOB_QUEUED column
 	ignored   bool // a foreground job nobody waits for any more
@@ -467,21 +468,18 @@ func (a *Admin) eachJob(fn func(r *jobRow)) {
 		s.mu.Unlock()
 	}
 	total += total / 16 // jobs submitted meanwhile
-	var (
-		rows  = make([]jobRow, 0, total)
-		uniq  = make([][2]int, 0, total) // each row's unique in arena
-		arena []byte
-	)
+	rows := make([]jobRow, 0, total)
+	var arena []byte
 	runs := make([][2]int, 0, len(a.e.shards))
 	for _, s := range a.e.shards {
 		s.mu.Lock()
 		start := len(rows)
 		s.jobs.each(func(j *Job) {
 			r := jobRow{id: j.id, fn: j.fn.name, retries: j.retries, worker: j.worker,
-				bg: j.background, ignored: !j.background && !j.hasListeners()}
+				bg: j.background, ignored: !j.background && !j.hasListeners(),
+				uniqueAt: [2]int{len(arena), len(arena) + len(j.unique())}}
 			s.forEachListener(j, func(c *Session) { r.listeners = append(r.listeners, c) })
 			rows = append(rows, r)
-			uniq = append(uniq, [2]int{len(arena), len(arena) + len(j.unique())})
 			arena = append(arena, j.unique()...)
 		})
 		s.mu.Unlock()
@@ -495,8 +493,9 @@ func (a *Admin) eachJob(fn func(r *jobRow)) {
 		}
 		k := runs[best][0]
 		runs[best][0]++
-		rows[k].unique = arena[uniq[k][0]:uniq[k][1]]
-		fn(&rows[k])
+		r := &rows[k]
+		r.unique = arena[r.uniqueAt[0]:r.uniqueAt[1]]
+		fn(r)
 	}
 }
 

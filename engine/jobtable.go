@@ -95,10 +95,8 @@ func (t *jobTable) len() int { return t.inRing + len(t.old) }
 // stragglers are all older than the ring's window); fn may remove the job
 // it is given.
 func (t *jobTable) each(fn func(*Job)) {
-	if len(t.old) > 0 {
-		for _, n := range slices.Sorted(maps.Keys(t.old)) {
-			fn(t.old[n])
-		}
+	for _, n := range slices.Sorted(maps.Keys(t.old)) {
+		fn(t.old[n])
 	}
 	for n := t.lo; n < t.hi; n++ {
 		if j := t.ring[n&uint64(len(t.ring)-1)]; j != nil {

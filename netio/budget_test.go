@@ -363,37 +363,7 @@ func TestBufferBudgetGivenBackWhenOutputDrains(t *testing.T) {
 // of their own: a packet in arrival past the budget gets the ERROR and a
 // close there too, and gives its share back.
 func TestBufferBudgetTLSInput(t *testing.T) {
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	eng, err := engine.New(engine.Options{Shards: 1, HandlePrefix: "H:test", Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := netio.New(eng, engine.NewAdmin(eng, engine.AdminConfig{Version: "test"}), netio.Options{
-		MaxPacket: 4 << 20, MaxBuffered: 1 << 20, MaxConns: 100, Log: log})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := selfSigned(t)
-	done := make(chan error, 1)
-	go func() { done <- srv.ServeTLS(l, &tls.Config{Certificates: []tls.Certificate{cert}}) }()
-	addr := srv.WaitReady()
-	t.Cleanup(func() {
-		_ = srv.Stop(context.Background())
-		if err := <-done; err != nil {
-			t.Errorf("ServeTLS: %v", err)
-		}
-		eng.Close()
-	})
-	dial := func() *tls.Conn {
-		c, err := tls.Dial("tcp", addr.String(), &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-
+	srv, dial := startTLS(t, 1, netio.Options{MaxPacket: 4 << 20, MaxBuffered: 1 << 20, MaxConns: 100})
 	c := dial()
 	writeAsync(c, partialEcho(3<<20, 2<<20))
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -458,4 +428,40 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// startTLS serves TLS on a loopback port, for an engine of its own with
+// the given shards, until the test ends; dial connects to it.
+func startTLS(t *testing.T, shards int, opts netio.Options) (srv *netio.Server, dial func() *tls.Conn) {
+	t.Helper()
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	eng, err := engine.New(engine.Options{Shards: shards, HandlePrefix: "H:test", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Log = log
+	srv = netio.New(eng, engine.NewAdmin(eng, engine.AdminConfig{Version: "test"}), opts)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := selfSigned(t)
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeTLS(l, &tls.Config{Certificates: []tls.Certificate{cert}}) }()
+	addr := srv.WaitReady()
+	t.Cleanup(func() {
+		_ = srv.Stop(context.Background())
+		if err := <-done; err != nil {
+			t.Errorf("ServeTLS: %v", err)
+		}
+		eng.Close()
+	})
+	return srv, func() *tls.Conn {
+		c, err := tls.Dial("tcp", addr.String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
 }

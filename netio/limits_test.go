@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -14,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"gearshard/engine"
 	"gearshard/netio"
 	"gearshard/netio/gstest"
 	"gearshard/wire"
@@ -327,34 +323,8 @@ func TestAdminPipelinedLargeListingsAllAnswered(t *testing.T) {
 		readListings(a.Raw(), 3)
 	})
 	t.Run("TLS", func(t *testing.T) {
-		log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-		eng, err := engine.New(engine.Options{Shards: 2, HandlePrefix: "H:test", Log: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := netio.New(eng, engine.NewAdmin(eng, engine.AdminConfig{Version: "test"}), netio.Options{
-			MaxPacket: 4 << 20, MaxConns: 100, Log: log})
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() {
-			done <- srv.ServeTLS(l, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
-		}()
-		addr := srv.WaitReady()
-		t.Cleanup(func() {
-			_ = srv.Stop(context.Background())
-			if err := <-done; err != nil {
-				t.Errorf("ServeTLS: %v", err)
-			}
-			eng.Close()
-		})
-		c, err := tls.Dial("tcp", addr.String(), &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		_, dial := startTLS(t, 2, netio.Options{MaxPacket: 4 << 20, MaxConns: 100})
+		c := dial()
 		queue(c, pipelined)
 		// The submissions' JOB_CREATEDs come first.
 		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
