@@ -347,29 +347,48 @@ func (a *Admin) sessionsByFD() []*Session {
 }
 
 // workers prints "FD IP ID : FUNC..." for every connection, registrations
-// newest first, as gearmand does.
+// newest first, as gearmand does. Each shard keeps a connection's
+// registrations in the order they were made, so the shards' runs are
+// merged from their ends, not sorted.
 func (a *Admin) workers(out []byte) []byte {
 	type reg struct {
 		name string
 		seq  uint64
 	}
-	regs := make(map[*Session][]reg)
-	for _, s := range a.e.shards {
-		s.mu.Lock()
-		for _, f := range s.funcs {
-			for _, ab := range f.workers {
-				regs[ab.sess] = append(regs[ab.sess], reg{f.name, ab.seq})
-			}
-		}
-		s.mu.Unlock()
-	}
+	var (
+		regs []reg // one connection's runs, one per shard, back to back
+		ends = make([]int, len(a.e.shards))
+		next = make([]int, len(a.e.shards)) // per run: one past its next to print
+	)
 	for _, sess := range a.sessionsByFD() {
+		regs = regs[:0]
+		for i, s := range a.e.shards {
+			s.mu.Lock()
+			for _, ab := range sess.per[i].abilities {
+				regs = append(regs, reg{ab.fn.name, ab.seq})
+			}
+			s.mu.Unlock()
+			ends[i] = len(regs)
+		}
+		copy(next, ends)
 		out = strconv.AppendInt(out, int64(sess.FD), 10)
 		out = append(append(append(append(append(out, ' '), sess.Addr...), ' '), sess.ClientID()...), " :"...)
-		r := regs[sess]
-		slices.SortFunc(r, func(x, y reg) int { return cmp.Compare(y.seq, x.seq) })
-		for _, x := range r {
-			out = append(append(out, ' '), x.name...)
+		for {
+			newest := -1
+			for i := range next {
+				start := 0
+				if i > 0 {
+					start = ends[i-1]
+				}
+				if next[i] > start && (newest < 0 || regs[next[i]-1].seq > regs[next[newest]-1].seq) {
+					newest = i
+				}
+			}
+			if newest < 0 {
+				break
+			}
+			next[newest]--
+			out = append(append(out, ' '), regs[next[newest]].name...)
 		}
 		out = append(out, '\n')
 	}

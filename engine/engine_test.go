@@ -1021,6 +1021,43 @@ func TestShowJobsInHandleOrder(t *testing.T) {
 	}
 }
 
+// "workers" lists each connection's registrations newest first, as
+// gearmand does, across shards: repeated registrations each show, and a
+// CANT_DO removes every registration of its function.
+func TestWorkersNewestFirstAcrossShards(t *testing.T) {
+	e := newTestEngine(t, 3, nil)
+	a := NewAdmin(e, AdminConfig{})
+	var tr Turn
+	w := e.NewSession(7, "127.0.0.1", nil)
+	adm := e.NewSession(8, "127.0.0.1", nil)
+	var made []string // the registrations, oldest first
+	shards := map[int]bool{}
+	for i := 0; i < 40; i++ {
+		f := fmt.Sprintf("f%d", i%25) // f0..f14 registered twice
+		e.Handle(&tr, w, req(wire.CanDo, f))
+		made = append(made, f)
+		shards[e.shardOf([]byte(f)).idx] = true
+	}
+	for _, f := range []string{"f3", "f20"} {
+		e.Handle(&tr, w, req(wire.CantDo, f))
+		made = slices.DeleteFunc(made, func(g string) bool { return g == f })
+	}
+	if len(shards) != 3 {
+		t.Fatalf("registrations on %d shards, want all 3", len(shards))
+	}
+	a.Run(&tr, adm, []byte("workers"))
+	var line string
+	for _, l := range strings.Split(string(adm.takeOutput()), "\n") {
+		if strings.HasPrefix(l, "7 ") {
+			line = l
+		}
+	}
+	slices.Reverse(made)
+	if want := "7 127.0.0.1 - : " + strings.Join(made, " "); line != want {
+		t.Fatalf("workers line\n%q\nwant\n%q", line, want)
+	}
+}
+
 // A listing of more than largeListing jobs is followed by a collection
 // (the server's GOGC=400 would otherwise let listing after listing pile
 // up); a small one is not. The collector is off for the test, so only
