@@ -1359,6 +1359,16 @@ func TestE2ESubmitErrors(t *testing.T) {
 	for i := range 5 {
 		submit(t, c, wire.SubmitJobBG, "mq-free", "", strconv.Itoa(i))
 	}
+	// Values past 32 bits are read as strtoll reads them (no practical
+	// limit), not wrapped to 32 bits as gearmand's atoi wraps them (to 1).
+	for _, v := range []string{"4294967297", "-4294967295"} {
+		if r := c.Admin("maxqueue mq " + v); r != "OK\r\n" {
+			t.Fatalf("maxqueue mq %s: %q", v, r)
+		}
+		for i := range 3 {
+			submit(t, c, wire.SubmitJobBG, "mq", "", v+"-"+strconv.Itoa(i))
+		}
+	}
 	if r := c.Admin("maxqueue mq 0"); r != "OK\r\n" {
 		t.Fatalf("maxqueue reset: %q", r)
 	}
