@@ -47,8 +47,12 @@ type Options struct {
 	Log zerolog.Logger
 }
 
-// framesPerTurn bounds the packets handled per read event so one busy
-// connection cannot hold its loop; leftover input is resumed with Wake.
+// framesPerTurn bounds the packets handled per call of OnTraffic; leftover
+// input is resumed with Wake. gnet may run the resumes back to back in one
+// batch of tasks, but they only drain what reads brought in, at most one
+// read (64 KiB) per connection per poll, so a flooding connection holds its
+// loop for about one read's worth of packets at a time, as gearmand's
+// thread does. (An admin reply can cost far more per line: see in.yield.)
 const framesPerTurn = 512
 
 // Server serves the Gearman protocol (binary and admin text) for an engine.
