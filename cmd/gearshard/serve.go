@@ -211,7 +211,9 @@ func (c *ServeCmd) Run(std *stdio, args invocation, kctx *kong.Context) error {
 				continue
 			}
 			log.Info().Str("signal", sig.String()).Msg("shutting down")
-			srv.shutdown(sig == syscall.SIGUSR1)
+			// Not in this goroutine: a graceful shutdown waits for the
+			// jobs, and a SIGTERM meanwhile must still be heard.
+			go srv.shutdown(sig == syscall.SIGUSR1)
 		}
 	}()
 	return srv.wait()
@@ -227,7 +229,10 @@ type server struct {
 	net         *netio.Server
 	log         zerolog.Logger
 	errc        chan error
-	once        sync.Once
+	drainOnce   sync.Once
+	stopOnce    sync.Once
+	abortOnce   sync.Once
+	abort       chan struct{} // closed by a shutdown that is not graceful
 }
 
 // start builds and starts a server from the flags; it returns once the
@@ -266,7 +271,7 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 	} else if n > 0 {
 		log.Info().Int("jobs", n).Str("queue", c.QueueType).Msg("replayed background jobs")
 	}
-	s := &server{eng: eng, store: store, log: log, errc: make(chan error, 1)}
+	s := &server{eng: eng, store: store, log: log, errc: make(chan error, 1), abort: make(chan struct{})}
 	allow, err := parseNets(c.AdminAllow)
 	if err != nil {
 		closeStore(store, log)
@@ -401,13 +406,21 @@ func splitListen(hostPort string) (string, int, error) {
 // as gearmand, waits until no job is left, queued ones included (the open
 // connections are served meanwhile, and SIGTERM still stops at once).
 func (s *server) shutdown(graceful bool) {
-	s.once.Do(func() {
-		if graceful {
-			s.net.Drain()
-			for s.eng.LiveJobs() > 0 {
-				time.Sleep(50 * time.Millisecond)
+	if graceful {
+		s.drainOnce.Do(s.net.Drain)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for s.eng.LiveJobs() > 0 {
+			select {
+			case <-s.abort:
+				return // a shutdown that is not graceful stops the server
+			case <-tick.C:
 			}
 		}
+	} else {
+		s.abortOnce.Do(func() { close(s.abort) })
+	}
+	s.stopOnce.Do(func() {
 		for _, stop := range s.stopExtra {
 			stop()
 		}

@@ -193,6 +193,46 @@ func TestSignalUsr1Graceful(t *testing.T) {
 	}
 }
 
+// A graceful shutdown waiting for a job no worker can run is cut short by a
+// plain one, as the README promises: SIGTERM after SIGUSR1, and the admin
+// "shutdown" after "shutdown graceful" (from a connection opened before).
+func TestShutdownDuringGraceful(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		graceful, plain func(p *proc, admin *gstest.Conn)
+	}{
+		{"signals",
+			func(p *proc, _ *gstest.Conn) { _ = p.cmd.Process.Signal(syscall.SIGUSR1) },
+			func(p *proc, _ *gstest.Conn) { _ = p.cmd.Process.Signal(syscall.SIGTERM) }},
+		{"admin",
+			func(_ *proc, a *gstest.Conn) { a.Admin("shutdown graceful") },
+			func(_ *proc, a *gstest.Conn) { a.Write([]byte("shutdown\n")) }}, // the reply may race the close
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startProcess(t)
+			c := gstest.Dial(t, p.addr)
+			admin := gstest.Dial(t, p.addr)
+			c.Send(wire.SubmitJobBG, "nobody-runs-this", "", "x")
+			c.Expect(wire.JobCreated)
+			tc.graceful(p, admin)
+			gstest.Eventually(t, 10*time.Second, func() bool {
+				n := gstest.Dial(t, p.addr)
+				n.TO = time.Second
+				_, err := n.Read()
+				var ne net.Error
+				return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+			}, "new connections still accepted after the graceful shutdown began")
+			if done, err := p.exited(); done {
+				t.Fatalf("exited with a job queued: %v", err)
+			}
+			tc.plain(p, admin)
+			if err := p.wait(t, 20*time.Second); err != nil {
+				t.Fatalf("exit after the plain shutdown: %v, want status 0", err)
+			}
+		})
+	}
+}
+
 // SIGHUP reopens the log file (log rotation), as gearmand does, and the
 // server goes on.
 func TestSignalHupReopensLog(t *testing.T) {
