@@ -31,8 +31,15 @@ help: ## list the targets
 build: ## build bin/gearshard
 	$(GO) build -o $(BIN) ./cmd/gearshard
 
+# Defaults for the flags `make run --` did not give: the server refuses a
+# flag given twice, as gearmand does.
+RUN_DEFAULTS = $(if $(filter -L --listen,$(RUN_ARGS)),,-L 127.0.0.1) \
+	$(if $(filter -p --port,$(RUN_ARGS)),,-p 4730) \
+	$(if $(filter -l --log-file,$(RUN_ARGS)),,-l stderr) \
+	$(if $(filter --verbose,$(RUN_ARGS)),,--verbose INFO)
+
 run: build ## build and start a server on 127.0.0.1:4730, logging to stderr
-	./$(BIN) -L 127.0.0.1 -p 4730 -l stderr --verbose INFO $(RUN_ARGS)
+	./$(BIN) $(strip $(RUN_DEFAULTS)) $(RUN_ARGS)
 
 deps: ## install the Debian packages the tests need (as root), when missing
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -366,4 +367,31 @@ func memTotal(t *testing.T) int64 {
 	}
 	t.Fatal("no MemTotal in /proc/meminfo")
 	return 0
+}
+
+// `make run -- FLAGS` gives the server the Makefile's defaults only for the
+// flags not among FLAGS: the server refuses a flag given twice, so
+// `make run -- --verbose DEBUG` must not pass --verbose INFO as well.
+func TestMakeRunDefaultsGiveWay(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ args, want string }{
+		{"", "-L 127.0.0.1 -p 4730 -l stderr --verbose INFO"},
+		{"--verbose DEBUG -p 24770", "-L 127.0.0.1 -l stderr --verbose DEBUG -p 24770"},
+		{"-L ::1 --port 24771 --log-file none -j 3", "--verbose INFO -L ::1 --port 24771 --log-file none -j 3"},
+	} {
+		cmd := exec.Command("make", append([]string{"-s", "-n", "-C", "../..", "run", "--"}, strings.Fields(c.args)...)...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("make run -- %s: %v", c.args, err)
+		}
+		var got string
+		for _, line := range strings.Split(string(out), "\n") {
+			if rest, ok := strings.CutPrefix(line, "./bin/gearshard "); ok {
+				got = strings.Join(strings.Fields(rest), " ")
+			}
+		}
+		if got != c.want {
+			t.Errorf("make run -- %s: server flags %q, want %q", c.args, got, c.want)
+		}
+	}
 }
