@@ -205,6 +205,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// collected, count toward the buffer budget as a connection's buffers
 	// do. An HTTP request is not evicted for others (it has its own time
 	// limit), but its growth may evict a larger holder.
+	if headerSize(r) > s.httpOpts.MaxHeader {
+		w.Header().Set("Connection", "close") // the body, if any, is not read
+		http.Error(w, fmt.Sprintf("request header over %d bytes", s.httpOpts.MaxHeader), http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
 	var acct engine.BufferAccount
 	acct.Bind(s.budget, nil)
 	defer acct.Set(0)
@@ -358,6 +363,21 @@ func (s *Server) httpBudgetCutoff(w http.ResponseWriter, r *http.Request, acct *
 	return &errStatus{http.StatusServiceUnavailable, what + " does not fit in the server's buffer budget (--max-buffered-bytes)"}
 }
 
+// headerSize is the size of r's request line and header lines as sent, but
+// for the white space net/http trims: what --http-max-header bounds.
+func headerSize(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2 + 2
+	if r.Host != "" { // net/http moves Host out of r.Header
+		n += len("Host: \r\n") + len(r.Host)
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
+}
+
 // ServeHTTPFrontEnd serves the HTTP front end on l until ctx ends.
 func (s *Server) ServeHTTPFrontEnd(ctx context.Context, l net.Listener, opts HTTPOptions) error {
 	if opts.MaxBody <= 0 {
@@ -378,8 +398,11 @@ func (s *Server) ServeHTTPFrontEnd(ctx context.Context, l net.Listener, opts HTT
 		ReadHeaderTimeout: opts.ReadTimeout,
 		ReadTimeout:       opts.ReadTimeout,
 		IdleTimeout:       opts.IdleTimeout,
-		MaxHeaderBytes:    opts.MaxHeader,
-		ErrorLog:          stdlog.New(s.log.With().Str("component", "http").Logger(), "", 0),
+		// net/http answers 431 itself only past MaxHeaderBytes + 4 KiB
+		// (its buffer's read-ahead); ServeHTTP holds the header to the
+		// limit exactly.
+		MaxHeaderBytes: opts.MaxHeader,
+		ErrorLog:       stdlog.New(s.log.With().Str("component", "http").Logger(), "", 0),
 	}
 	go func() {
 		<-ctx.Done()
