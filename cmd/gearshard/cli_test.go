@@ -348,6 +348,26 @@ func TestCLIRunErrors(t *testing.T) {
 	}
 }
 
+// A start that fails because the port is taken, by a server that wrote the
+// same pid file, leaves that file alone: it neither overwrites nor removes
+// the running server's pid.
+func TestFailedStartLeavesPidFile(t *testing.T) {
+	t.Parallel()
+	busy := busyPort(t)
+	pidFile := filepath.Join(t.TempDir(), "gearshard.pid")
+	const running = "4242\n"
+	if err := os.WriteFile(pidFile, []byte(running), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-p", strconv.Itoa(busy), "-L", "127.0.0.1", "-l", "none", "-P", pidFile}, &stdout, &stderr); code != 1 {
+		t.Fatalf("start on a busy port: exit %d, stderr %q; want 1", code, stderr.String())
+	}
+	if b, err := os.ReadFile(pidFile); err != nil || string(b) != running {
+		t.Fatalf("pid file after the failed start: %q, %v; want %q", b, err, running)
+	}
+}
+
 // memTotal is MemTotal from /proc/meminfo in bytes: the machine's memory
 // as the tests read it, apart from the server's own way.
 func memTotal(t *testing.T) int64 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -169,12 +170,6 @@ func (c *ServeCmd) Run(std *stdio, args invocation, kctx *kong.Context) error {
 		return err
 	}
 	defer closeLog()
-	if c.PidFile != "" {
-		if err := os.WriteFile(c.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			return fmt.Errorf("--pid-file: %w", err)
-		}
-		defer os.Remove(c.PidFile)
-	}
 	if c.CPUProfile != "" {
 		f, err := os.Create(c.CPUProfile)
 		if err != nil {
@@ -193,6 +188,21 @@ func (c *ServeCmd) Run(std *stdio, args invocation, kctx *kong.Context) error {
 	srv, err := c.start(log)
 	if err != nil {
 		return err
+	}
+	// Written once the ports are open, so that a start that fails (a port
+	// in use) never overwrites, then removes, a running server's pid file.
+	if c.PidFile != "" {
+		pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
+		if err := os.WriteFile(c.PidFile, pid, 0o644); err != nil {
+			srv.shutdown(false)
+			_ = srv.wait()
+			return fmt.Errorf("--pid-file: %w", err)
+		}
+		defer func() {
+			if b, err := os.ReadFile(c.PidFile); err == nil && bytes.Equal(b, pid) {
+				_ = os.Remove(c.PidFile) // not a later server's
+			}
+		}()
 	}
 	if ready != nil {
 		if err := ready(); err != nil {
