@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"strings"
@@ -431,10 +432,14 @@ func selfSigned(t *testing.T) tls.Certificate {
 }
 
 // startTLS serves TLS on a loopback port, for an engine of its own with
-// the given shards, until the test ends; dial connects to it.
-func startTLS(t *testing.T, shards int, opts netio.Options) (srv *netio.Server, dial func() *tls.Conn) {
+// the given shards, until the test ends; dial connects to it. The server
+// logs to the test at WARN, or to logTo at INFO when given.
+func startTLS(t *testing.T, shards int, opts netio.Options, logTo ...io.Writer) (srv *netio.Server, dial func() *tls.Conn) {
 	t.Helper()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	if len(logTo) > 0 {
+		log = zerolog.New(logTo[0]).Level(zerolog.InfoLevel)
+	}
 	eng, err := engine.New(engine.Options{Shards: shards, HandlePrefix: "H:test", Log: log})
 	if err != nil {
 		t.Fatal(err)

@@ -402,7 +402,19 @@ func (s *Server) ServeHTTPFrontEnd(ctx context.Context, l net.Listener, opts HTT
 		// (its buffer's read-ahead); ServeHTTP holds the header to the
 		// limit exactly.
 		MaxHeaderBytes: opts.MaxHeader,
-		ErrorLog:       stdlog.New(s.log.With().Str("component", "http").Logger(), "", 0),
+		ConnState: func(c net.Conn, state http.ConnState) {
+			msg := "connection opened"
+			switch state {
+			case http.StateNew:
+			case http.StateClosed, http.StateHijacked:
+				msg = "connection closed"
+			default:
+				return
+			}
+			ip, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			s.log.Info().Str("peer", ip).Bool("http", true).Msg(msg)
+		},
+		ErrorLog: stdlog.New(s.log.With().Str("component", "http").Logger(), "", 0),
 	}
 	go func() {
 		<-ctx.Done()

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"gearshard/engine"
 	"gearshard/netio"
 	"gearshard/netio/gstest"
@@ -1037,6 +1039,77 @@ func TestHTTPJobLongerThanReadTimeout(t *testing.T) {
 		w.Send(wire.WorkComplete, job.Fields[0], "late result")
 		if r := wait(t, ch); r.code != 200 || r.body != "late result" {
 			t.Errorf("%s job running %v with ReadTimeout %v: got %v, want 200 \"late result\"", m, 2*readTimeout, readTimeout, r)
+		}
+	}
+}
+
+// lockedBuffer collects a server's log lines from its goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *lockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// count is how many log lines hold every one of parts.
+func (w *lockedBuffer) count(parts ...string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(w.b.String(), "\n") {
+		all := line != ""
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// Every front end logs one line at INFO when a connection opens and one
+// when it closes, with the peer: the Gearman port, HTTP and TLS alike.
+func TestConnectionsLogged(t *testing.T) {
+	var logs lockedBuffer
+	srv := startHTTPWith(t, netio.HTTPOptions{}, func(c *gstest.Config) {
+		c.Net.Log = zerolog.New(&logs).Level(zerolog.InfoLevel)
+	})
+	_, dialTLS := startTLS(t, 1, netio.Options{MaxConns: 10}, &logs)
+
+	gearman, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gearman.Write([]byte("version\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(gearman).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	gearman.Close()
+	resp, closed, err := rawExchange(srv.HTTPAddr, []byte("GET /f HTTP/1.1\r\nHost: x\r\nX-Gearman-Background: true\r\n\r\n"), true, 5*time.Second)
+	if err != nil || statusCode(resp) != 200 || !closed {
+		t.Fatalf("HTTP request: %q, closed %v, %v", resp, closed, err)
+	}
+	tc := dialTLS()
+	if _, err := tc.Write([]byte("version\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(tc).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	tc.Close()
+
+	peer := `"peer":"127.0.0.1"`
+	for _, kind := range []struct{ name, mark string }{{"Gearman", `"fd":`}, {"HTTP", `"http":true`}, {"TLS", `"tls":true`}} {
+		for _, msg := range []string{"connection opened", "connection closed"} {
+			gstest.Eventually(t, 10*time.Second, func() bool { return logs.count(kind.mark, peer, msg) == 1 },
+				"%s: want one %q line with the peer; log:\n%s", kind.name, msg, logs.b.String())
 		}
 	}
 }

@@ -339,7 +339,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	if err != nil {
 		ev = ev.Err(err)
 	}
-	ev.Int("fd", c.Fd()).Uint64("conn", cn.sess.ID).Msg("connection closed")
+	ev.Str("peer", cn.sess.Addr).Int("fd", c.Fd()).Uint64("conn", cn.sess.ID).Msg("connection closed")
 	return gnet.None
 }
 

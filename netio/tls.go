@@ -192,6 +192,7 @@ func (s *Server) serveTLSConn(c *tls.Conn) {
 	tc := &tlsConn{c: c, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
 	tc.sess = s.eng.NewSession(-1, ip, tc)
 	tc.sess.SetOutputLimit(s.opts.MaxOutput)
+	s.log.Info().Str("peer", ip).Bool("tls", true).Uint64("conn", tc.sess.ID).Msg("connection opened")
 	// The buffer budget evicts this connection, when it holds the most, by
 	// waking the reader, which cuts it off.
 	var evicted atomic.Bool
@@ -214,6 +215,7 @@ func (s *Server) serveTLSConn(c *tls.Conn) {
 		tc.writeAll()
 		s.eng.Disconnect(&t, tc.sess)
 		s.dispatch(&t)
+		s.log.Info().Str("peer", ip).Bool("tls", true).Uint64("conn", tc.sess.ID).Msg("connection closed")
 	}()
 	in := make([]byte, 0, 64<<10)
 	read := make([]byte, 64<<10)
