@@ -363,6 +363,23 @@ func (s *Server) httpBudgetCutoff(w http.ResponseWriter, r *http.Request, acct *
 	return &errStatus{http.StatusServiceUnavailable, what + " does not fit in the server's buffer budget (--max-buffered-bytes)"}
 }
 
+// drainingListener closes the connections it accepts during a graceful
+// shutdown, as the Gearman port does; the open ones are still served.
+type drainingListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l drainingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || !l.s.draining.Load() {
+			return c, err
+		}
+		c.Close()
+	}
+}
+
 // headerSize is the size of r's request line and header lines as sent, but
 // for the white space net/http trims: what --http-max-header bounds.
 func headerSize(r *http.Request) int {
@@ -422,7 +439,7 @@ func (s *Server) ServeHTTPFrontEnd(ctx context.Context, l net.Listener, opts HTT
 		defer cancel()
 		_ = hs.Shutdown(sctx)
 	}()
-	if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+	if err := hs.Serve(drainingListener{l, s}); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -1113,3 +1113,41 @@ func TestConnectionsLogged(t *testing.T) {
 		}
 	}
 }
+
+// During a graceful shutdown the HTTP front end, like the Gearman port,
+// closes new connections at once and still serves the open ones.
+func TestHTTPDuringDrain(t *testing.T) {
+	srv := startHTTP(t, netio.HTTPOptions{})
+	req := "GET /drainfn HTTP/1.1\r\nHost: x\r\nX-Gearman-Background: true\r\n\r\n"
+	open, err := net.Dial("tcp", srv.HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	r := bufio.NewReader(open)
+	exchange := func() {
+		t.Helper()
+		if _, err := open.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("open connection: %v, %v; want 200", resp, err)
+		}
+		resp.Body.Close()
+	}
+	exchange()
+	a := gstest.Dial(t, srv.Addr) // open before the drain: new ones are closed
+	if got := statusOf(t, a, "status", "drainfn"); got != "1\t0\t0" {
+		t.Fatalf("status drainfn %q, want the first job", got)
+	}
+	srv.Net.Drain()
+	resp, closed, err := rawExchange(srv.HTTPAddr, []byte(req), false, 5*time.Second)
+	if err != nil || len(resp) != 0 || !closed {
+		t.Fatalf("new connection while draining: %q, closed %v, %v; want closed with no reply", resp, closed, err)
+	}
+	exchange()
+	if got := statusOf(t, a, "status", "drainfn"); got != "2\t0\t0" {
+		t.Fatalf("status drainfn %q, want the open connection's two jobs", got)
+	}
+}

@@ -62,7 +62,7 @@ type ServeCmd struct {
 	SSLCAFile         string        `name:"ssl-ca-file" env:"GEARMAND_CA_CERTIFICATE" help:"CA certificates (PEM); when given, clients must present a certificate signed by one."`
 	SSLCertificate    string        `name:"ssl-certificate" env:"GEARMAND_SERVER_PEM" default:"/etc/ssl/certs/gearmand.pem" help:"Server certificate (PEM)."`
 	SSLKey            string        `name:"ssl-key" env:"GEARMAND_SERVER_KEY" default:"/etc/ssl/certs/gearmand.key" help:"Server private key (PEM)."`
-	AdminAllow        []string      `name:"admin-allow" placeholder:"CIDR" help:"Networks besides loopback allowed to run admin commands that change state (shutdown, maxqueue, cancel job, create/drop function, verbose); repeatable."`
+	AdminAllow        []string      `name:"admin-allow" placeholder:"CIDR" help:"Networks besides loopback allowed to run admin commands that change state (shutdown, maxqueue, cancel job, create/drop function); repeatable."`
 	MetricsListen     string        `name:"metrics-listen" placeholder:"ADDR" help:"Serve Prometheus metrics (/metrics), the stats as JSON (/api/stats) and a live dashboard (/) on host:port; off by default."`
 	MetricsMaxFuncs   int           `name:"metrics-max-functions" default:"1000" help:"Functions with metrics of their own; later names are summed under function=\"_other_\"."`
 	Version           bool          `short:"V" help:"Print the version and exit."`
@@ -72,7 +72,7 @@ type ServeCmd struct {
 	ConfigFile        string        `name:"config-file" default:"${default_config_file}" help:"Options to read before the command line's, separated by white space; the command line wins. The default file is read when it exists."`
 	Syslog            bool          `help:"Log to syslog too (as gearshard, facility user)."`
 	Coredump          bool          `help:"On a crash, abort and dump core instead of printing a stack trace and exiting."`
-	CheckArgs         bool          `name:"check-args" hidden:"" help:"Check the options and exit."`
+	CheckArgs         bool          `name:"check-args" help:"Check the options and exit."`
 	QueueFlags        `embed:""`
 	CPUProfile        string `hidden:"" help:"Write a CPU profile here until shutdown (development)."`
 
