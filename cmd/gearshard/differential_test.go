@@ -1137,10 +1137,15 @@ func (r *diffRun) step(s diffStep) {
 			return true, got
 		})
 	case opWorkers:
-		// File descriptors differ and gearmand lists in hash order.
+		// File descriptors differ and gearmand lists in hash order. A
+		// connection gearmand is still closing (a readiness probe's, an
+		// earlier admin command's) shows for a moment with fd -1.
 		var lines []string
-		for _, l := range strings.Split(fdPrefix.ReplaceAllString(r.ts.admin("workers"), ""), "\n") {
-			if l != "" && l != "." {
+		for _, l := range strings.Split(r.ts.admin("workers"), "\n") {
+			if strings.HasPrefix(l, "-1 ") {
+				continue
+			}
+			if l = fdPrefix.ReplaceAllString(l, ""); l != "" && l != "." {
 				lines = append(lines, l)
 			}
 		}
