@@ -1043,24 +1043,10 @@ func TestHTTPJobLongerThanReadTimeout(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects a server's log lines from its goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-// count is how many log lines hold every one of parts.
-func (w *lockedBuffer) count(parts ...string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+// linesWith is how many of log's lines hold every one of parts.
+func linesWith(log string, parts ...string) int {
 	n := 0
-	for _, line := range strings.Split(w.b.String(), "\n") {
+	for _, line := range strings.Split(log, "\n") {
 		all := line != ""
 		for _, p := range parts {
 			all = all && strings.Contains(line, p)
@@ -1075,7 +1061,7 @@ func (w *lockedBuffer) count(parts ...string) int {
 // Every front end logs one line at INFO when a connection opens and one
 // when it closes, with the peer: the Gearman port, HTTP and TLS alike.
 func TestConnectionsLogged(t *testing.T) {
-	var logs lockedBuffer
+	var logs gstest.LockedBuffer
 	srv := startHTTPWith(t, netio.HTTPOptions{}, func(c *gstest.Config) {
 		c.Net.Log = zerolog.New(&logs).Level(zerolog.InfoLevel)
 	})
@@ -1108,8 +1094,8 @@ func TestConnectionsLogged(t *testing.T) {
 	peer := `"peer":"127.0.0.1"`
 	for _, kind := range []struct{ name, mark string }{{"Gearman", `"fd":`}, {"HTTP", `"http":true`}, {"TLS", `"tls":true`}} {
 		for _, msg := range []string{"connection opened", "connection closed"} {
-			gstest.Eventually(t, 10*time.Second, func() bool { return logs.count(kind.mark, peer, msg) == 1 },
-				"%s: want one %q line with the peer; log:\n%s", kind.name, msg, logs.b.String())
+			gstest.Eventually(t, 10*time.Second, func() bool { return linesWith(logs.String(), kind.mark, peer, msg) == 1 },
+				"%s: want one %q line with the peer; log:\n%s", kind.name, msg, logs.String())
 		}
 	}
 }

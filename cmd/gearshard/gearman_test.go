@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"gearshard/netio/gstest"
 )
 
 // gmEnv is a test server plus the in-process commands run against it. Its
@@ -55,7 +57,7 @@ func (e *gmEnv) halt() { e.stopOnce.Do(func() { close(e.stop) }) }
 // goRun is one run(args) in a goroutine.
 type goRun struct {
 	args           []string
-	stdout, stderr lockedBuffer
+	stdout, stderr gstest.LockedBuffer
 	done           chan struct{}
 	code           int
 }

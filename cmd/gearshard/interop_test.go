@@ -207,31 +207,13 @@ func requirePeers(t *testing.T, peers ...string) {
 
 // --- external processes ---------------------------------------------------
 
-// lockedBuffer is a bytes.Buffer written by exec's copier and read by polls.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // peer is an external process; it has a context timeout and is killed and
 // reaped when the test ends.
 type peer struct {
 	name           string
 	cmd            *exec.Cmd
 	stdin          io.WriteCloser // nil unless asked for
-	stdout, stderr lockedBuffer
+	stdout, stderr gstest.LockedBuffer
 	done           chan struct{}
 	err            error // from Wait, once done is closed
 }

@@ -271,3 +271,22 @@ func Listen(t testing.TB, what string, serve func(ctx context.Context, l net.Lis
 	t.Cleanup(stop)
 	return l.Addr().String(), stop
 }
+
+// LockedBuffer is a buffer written by one goroutine (a process's output
+// copier, a server's logger) and read by a test's polls.
+type LockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *LockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *LockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
