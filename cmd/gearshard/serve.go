@@ -189,20 +189,8 @@ func (c *ServeCmd) Run(std *stdio, args invocation, kctx *kong.Context) error {
 	if err != nil {
 		return err
 	}
-	// Written once the ports are open, so that a start that fails (a port
-	// in use) never overwrites, then removes, a running server's pid file.
 	if c.PidFile != "" {
-		pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
-		if err := os.WriteFile(c.PidFile, pid, 0o644); err != nil {
-			srv.shutdown(false)
-			_ = srv.wait()
-			return fmt.Errorf("--pid-file: %w", err)
-		}
-		defer func() {
-			if b, err := os.ReadFile(c.PidFile); err == nil && bytes.Equal(b, pid) {
-				_ = os.Remove(c.PidFile) // not a later server's
-			}
-		}()
+		defer removePidFile(c.PidFile)
 	}
 	if ready != nil {
 		if err := ready(); err != nil {
@@ -372,6 +360,16 @@ func (c *ServeCmd) start(log zerolog.Logger) (*server, error) {
 		}
 		s.metricsAddr = addr
 	}
+	// Written once the ports are open, so that a start that fails (a port
+	// in use) never overwrites, then removes, a running server's pid file;
+	// and before the ready line, which says the server is up.
+	if c.PidFile != "" {
+		if err := os.WriteFile(c.PidFile, pidLine(), 0o644); err != nil {
+			s.shutdown(false)
+			_ = s.wait()
+			return nil, fmt.Errorf("--pid-file: %w", err)
+		}
+	}
 	log.Info().Str("addr", s.net.WaitReady().String()).Int("loops", loops).Int("shards", shards).
 		Int64("max_connections", maxConns).Int64("max_buffered_bytes", maxBuffered).Int("gc_percent", c.gcPercent).Int64("memory_limit", c.memoryLimit).
 		Str("version", Version).Msg("gearshard ready")
@@ -451,6 +449,17 @@ func (s *server) wait() error {
 	s.eng.Close()
 	closeStore(s.store, s.log) // after the network: pending writes are flushed
 	return err
+}
+
+// pidLine is what the pid file holds.
+func pidLine() []byte { return []byte(strconv.Itoa(os.Getpid()) + "\n") }
+
+// removePidFile removes the pid file at exit, unless a later server has
+// written its own there.
+func removePidFile(path string) {
+	if b, err := os.ReadFile(path); err == nil && bytes.Equal(b, pidLine()) {
+		_ = os.Remove(path)
+	}
 }
 
 func closeStore(st engine.Store, log zerolog.Logger) {
