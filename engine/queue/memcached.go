@@ -83,6 +83,13 @@ type Memcached struct {
 	// itemMax is the smallest item_size_max of the servers.
 	itemMax int
 	log     zerolog.Logger
+	// strays: the keys replay found on a server other than the one their
+	// hash picks (the server list was reordered or grew since they were
+	// written; gearmand wrote a unique memcached cut at a space), and that
+	// server. A Remove deletes there too, or the job would run again at
+	// every start. Written by Replay before any Add or Remove, then read
+	// by the writer only.
+	strays map[string]int
 }
 
 var _ engine.Store = (*Memcached)(nil)
@@ -357,6 +364,9 @@ func (m *Memcached) write(ops []netOp) error {
 			}
 			s := m.serverOf(key)
 			per[s] = append(per[s], mcCmd{op: i, set: ops[i].done != nil && form == own, key: key})
+			if stray, ok := m.strays[string(key)]; ok && stray != s {
+				per[stray] = append(per[stray], mcCmd{op: i, key: key})
+			}
 		}
 	}
 	deadline := time.Now().Add(netAttempt)
@@ -584,15 +594,15 @@ const mcReplayGets = 100
 // prefix from "lru_crawler metadump hash", then their items by get, a
 // hundred keys per command.
 func (m *Memcached) Replay(fn func(engine.Record)) error {
-	for _, s := range m.servers {
-		if err := m.replayServer(s, fn); err != nil {
+	for i, s := range m.servers {
+		if err := m.replayServer(i, s, fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (m *Memcached) replayServer(s *mcServer, fn func(engine.Record)) error {
+func (m *Memcached) replayServer(si int, s *mcServer, fn func(engine.Record)) error {
 	keys, err := m.listKeys(s)
 	if err != nil {
 		return err
@@ -627,6 +637,12 @@ func (m *Memcached) replayServer(s *mcServer, fn func(engine.Record)) error {
 			}
 			rec, ok := m.record(f[1], uint32(flags), value[:size], &fbuf, &ubuf)
 			if ok {
+				if m.serverOf([]byte(f[1])) != si {
+					if m.strays == nil {
+						m.strays = map[string]int{}
+					}
+					m.strays[f[1]] = si
+				}
 				fn(rec)
 			}
 			return false, nil

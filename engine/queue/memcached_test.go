@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -356,8 +357,27 @@ func TestMemcachedServers(t *testing.T) {
 	}
 	closeStore(t, s)
 	s = mcStore.open(t, list, "")
-	defer closeStore(t, s)
 	wantSet(t, replayAll(t, s), rs[150:])
+	closeStore(t, s)
+
+	// The same servers listed in another order: most jobs are now on a
+	// server their hash does not pick. Replay finds them, and a Remove
+	// reaches the server that holds each, or the job would come back at
+	// every start (gearmand replays none of them: it looks where the hash
+	// says).
+	slices.Reverse(addrs)
+	reordered := strings.Join(addrs, ",")
+	s = mcStore.open(t, reordered, "")
+	wantSet(t, replayAll(t, s), rs[150:])
+	for _, r := range rs[150:] {
+		s.Remove(r.Function, r.Unique)
+	}
+	closeStore(t, s)
+	for _, at := range []string{reordered, list} {
+		s = mcStore.open(t, at, "")
+		wantSet(t, replayAll(t, s), nil)
+		closeStore(t, s)
+	}
 }
 
 // TestMemcachedRestart: memcached keeps nothing across its own restart;
