@@ -67,9 +67,10 @@ const MaxUnique = 64
 
 // MaxFunctionName bounds a function name. Names are kept for the life of
 // the server (as in gearmand; `drop function` forgets one), so their size
-// must not be the client's to choose; gearmand drops connections sending
-// names of a few thousand bytes, libgearman sends at most 512.
-const MaxFunctionName = 4096
+// must not be the client's to choose. gearmand 1.1.20 serves names up to
+// 8191 bytes (CAN_DO up to 8192) and drops the connection past them, so
+// every name it takes works here too; libgearman sends at most 512.
+const MaxFunctionName = 8192
 
 // checkFunctionName answers an empty or oversized name with an ERROR and
 // reports whether the name is usable.
@@ -78,7 +79,7 @@ func checkFunctionName(t *Turn, sess *Session, name []byte) bool {
 	case len(name) == 0:
 		t.sendError(sess, "INVALID_FUNCTION_NAME", "Function name is empty")
 	case len(name) > MaxFunctionName:
-		t.sendError(sess, "INVALID_FUNCTION_NAME", "Function name longer than 4096 bytes")
+		t.sendError(sess, "INVALID_FUNCTION_NAME", "Function name longer than 8192 bytes")
 	default:
 		return true
 	}

@@ -169,6 +169,22 @@ var diffScenarios = []diffScenario{
 		}},
 	},
 	{
+		// Long function names: gearmand serves names of 8,000 bytes (more
+		// than libgearman's 512), and so must gearshard. (gearmand takes
+		// submissions up to 8191, but cannot send a JOB_ASSIGN whose
+		// handle and name pass its 8 KiB send buffer: it closes the
+		// worker's connection.)
+		name: "long-function-name",
+		steps: seq(
+			send("w1", wire.CanDo, strings.Repeat("n", 8000)),
+			submit("c1", wire.SubmitJob, strings.Repeat("n", 8000), "", "long"),
+			send("w1", wire.GrabJob),
+			recv("w1", 1),
+			send("w1", wire.WorkComplete, "$H1", "done"),
+			recv("c1", 1),
+		),
+	},
+	{
 		// Two fg clients on one unique key share the job and both get
 		// every WORK_* packet; the same unique under another function is
 		// another job, and a finished job frees its unique.
