@@ -80,8 +80,7 @@ func BenchmarkGrabRotation(b *testing.B) {
 	const funcs = 64
 	e := newTestEngine(b, 2, nil)
 	var tr Turn
-	c := e.NewSession(1, "127.0.0.1", nil)
-	w := e.NewSession(2, "127.0.0.1", nil)
+	c, w := clientAndWorker(e)
 	submits := make([]*wire.Packet, funcs)
 	for i := range submits {
 		name := "fn" + strconv.Itoa(i)

@@ -78,6 +78,12 @@ func types(ps []wire.Packet) []wire.Type {
 	return ts
 }
 
+// clientAndWorker opens the two sessions most tests need: a client (fd 1)
+// and a worker (fd 2), both from 127.0.0.1.
+func clientAndWorker(e *Engine) (client, worker *Session) {
+	return e.NewSession(1, "127.0.0.1", nil), e.NewSession(2, "127.0.0.1", nil)
+}
+
 func req(typ wire.Type, fields ...string) *wire.Packet {
 	args := make([][]byte, len(fields))
 	for i, f := range fields {
@@ -125,8 +131,7 @@ func TestHandleRoutesToOwningShard(t *testing.T) {
 func TestSameConnectionCoalescesPerSubmission(t *testing.T) {
 	e := newTestEngine(t, 1, nil)
 	var tr Turn
-	c := e.NewSession(1, "127.0.0.1", nil)
-	w := e.NewSession(2, "127.0.0.1", nil)
+	c, w := clientAndWorker(e)
 	e.Handle(&tr, c, req(wire.SubmitJob, "f", "u", "x"))
 	e.Handle(&tr, c, req(wire.SubmitJob, "f", "u", "x"))
 	created := drain(t, c)
@@ -238,8 +243,7 @@ func TestGrabOrderPriorityThenRoundRobin(t *testing.T) {
 	e := newTestEngine(t, 2, nil)
 	var tr Turn
 	a, b := names(e, 0, 1)[0], names(e, 1, 1)[0]
-	c := e.NewSession(1, "127.0.0.1", nil)
-	w := e.NewSession(2, "127.0.0.1", nil)
+	c, w := clientAndWorker(e)
 	submit := func(typ wire.Type, fn, data string) { e.Handle(&tr, c, req(typ, fn, "", data)) }
 	submit(wire.SubmitJobLowBG, a, "lowA")
 	submit(wire.SubmitJobBG, a, "normA1")
@@ -477,8 +481,7 @@ func TestFunctionNameBounded(t *testing.T) {
 func TestEpochFarFutureStaysDelayed(t *testing.T) {
 	e := newTestEngine(t, 1, nil)
 	var tr Turn
-	c := e.NewSession(1, "127.0.0.1", nil)
-	w := e.NewSession(2, "127.0.0.1", nil)
+	c, w := clientAndWorker(e)
 	e.Handle(&tr, w, req(wire.CanDo, "later"))
 	for _, when := range []string{"9999999999", "100000000000", "4611686018427387903", "9223372036854775806", "9223372036854775807"} {
 		e.Handle(&tr, c, req(wire.SubmitJobEpoch, "later", "", when, "x"))
@@ -505,8 +508,7 @@ func TestEpochFarFutureStaysDelayed(t *testing.T) {
 func TestEpochOutOfRange(t *testing.T) {
 	e := newTestEngine(t, 1, nil)
 	var tr Turn
-	c := e.NewSession(1, "127.0.0.1", nil)
-	w := e.NewSession(2, "127.0.0.1", nil)
+	c, w := clientAndWorker(e)
 	e.Handle(&tr, w, req(wire.CanDo, "f"))
 	for _, when := range []string{"99999999999999999999", "-99999999999999999999", "9223372036854775808", "-9223372036854775809"} {
 		e.Handle(&tr, c, req(wire.SubmitJobEpoch, "f", "", when, "x"))
@@ -694,8 +696,7 @@ func firstDifference(a, b []string) int {
 func TestJobMemoryChargedBySlab(t *testing.T) {
 	e := newTestEngine(t, 1, nil)
 	var tr Turn
-	c := e.NewSession(1, "127.0.0.1", nil)
-	w := e.NewSession(2, "127.0.0.1", nil)
+	c, w := clientAndWorker(e)
 	const slabs = 64
 	data := strings.Repeat("x", 64) // carved from buffer slabs
 	for i := 0; i < slabs*jobSlab; i++ {
@@ -757,8 +758,7 @@ func TestClosedEngineIsCollected(t *testing.T) {
 			t.Fatal(err)
 		}
 		var tr Turn
-		c := e.NewSession(1, "127.0.0.1", nil)
-		w := e.NewSession(2, "127.0.0.1", nil)
+		c, w := clientAndWorker(e)
 		e.Handle(&tr, w, req(wire.CanDo, "f"))
 		for i := 0; i < 3*jobSlab; i++ { // several record and buffer slabs
 			e.Handle(&tr, c, req(wire.SubmitJobBG, "f", "", strings.Repeat("x", 100)))
@@ -960,8 +960,7 @@ func TestShowJobsInHandleOrder(t *testing.T) {
 	e := newTestEngine(t, 3, nil)
 	a := NewAdmin(e, AdminConfig{})
 	var tr Turn
-	c := e.NewSession(1, "127.0.0.1", nil)
-	w := e.NewSession(2, "127.0.0.1", nil)
+	c, w := clientAndWorker(e)
 	adm := e.NewSession(3, "127.0.0.1", nil)
 	fns := []string{"fa", "fb", "fc", "fd", "fe", "ff"}
 	for _, f := range fns {

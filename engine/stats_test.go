@@ -21,8 +21,7 @@ func TestStatsCountsOutcomes(t *testing.T) {
 	e := newTestEngine(t, 2, func(o *Options) { o.JobRetries = 2 })
 	var tr Turn
 	fa, fb := names(e, 0, 1)[0], names(e, 1, 1)[0]
-	c := e.NewSession(1, "127.0.0.1", nil)
-	w := e.NewSession(2, "127.0.0.1", nil)
+	c, w := clientAndWorker(e)
 	e.NewSession(3, "127.0.0.1", nil) // connects and does nothing
 	adm := e.NewSession(4, "127.0.0.1", nil)
 	NewAdmin(e, AdminConfig{}).Run(&tr, adm, []byte("status"))
@@ -117,8 +116,7 @@ func TestDebugLogPerJobEvent(t *testing.T) {
 		var buf bytes.Buffer
 		e := newTestEngine(t, 2, func(o *Options) { o.Log = zerolog.New(&buf).Level(level) })
 		var tr Turn
-		c := e.NewSession(1, "127.0.0.1", nil)
-		w := e.NewSession(2, "127.0.0.1", nil)
+		c, w := clientAndWorker(e)
 		e.Handle(&tr, w, req(wire.CanDo, "f"))
 		e.Handle(&tr, c, req(wire.SubmitJob, "f", "u", "x"))
 		h := string(expectOne(t, c, wire.JobCreated).Field[0])

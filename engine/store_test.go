@@ -85,8 +85,7 @@ func TestPersistHoldsJobCreatedUntilDurable(t *testing.T) {
 	st := newHeldStore()
 	e := newTestEngine(t, 2, func(o *Options) { o.Store = st })
 	var tr Turn
-	c := e.NewSession(1, "127.0.0.1", nil)
-	w := e.NewSession(2, "127.0.0.1", nil)
+	c, w := clientAndWorker(e)
 	e.Handle(&tr, w, req(wire.CanDo, "f"))
 
 	e.Handle(&tr, c, req(wire.SubmitJobLowBG, "f", "", "payload"))
