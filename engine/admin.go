@@ -356,31 +356,27 @@ func (a *Admin) workers(out []byte) []byte {
 		seq  uint64
 	}
 	var (
-		regs []reg // one connection's runs, one per shard, back to back
-		ends = make([]int, len(a.e.shards))
-		next = make([]int, len(a.e.shards)) // per run: one past its next to print
+		regs  []reg // one connection's runs, one per shard, back to back
+		start = make([]int, len(a.e.shards))
+		next  = make([]int, len(a.e.shards)) // per run: one past its next to print
 	)
 	for _, sess := range a.sessionsByFD() {
 		regs = regs[:0]
 		for i, s := range a.e.shards {
+			start[i] = len(regs)
 			s.mu.Lock()
 			for _, ab := range sess.per[i].abilities {
 				regs = append(regs, reg{ab.fn.name, ab.seq})
 			}
 			s.mu.Unlock()
-			ends[i] = len(regs)
+			next[i] = len(regs)
 		}
-		copy(next, ends)
 		out = strconv.AppendInt(out, int64(sess.FD), 10)
 		out = append(append(append(append(append(out, ' '), sess.Addr...), ' '), sess.ClientID()...), " :"...)
 		for {
 			newest := -1
 			for i := range next {
-				start := 0
-				if i > 0 {
-					start = ends[i-1]
-				}
-				if next[i] > start && (newest < 0 || regs[next[i]-1].seq > regs[next[newest]-1].seq) {
+				if next[i] > start[i] && (newest < 0 || regs[next[i]-1].seq > regs[next[newest]-1].seq) {
 					newest = i
 				}
 			}

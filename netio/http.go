@@ -201,15 +201,15 @@ func errBodyTooLarge(limit int64) error {
 // clients: a foreground job answers with its result, a background one
 // with its handle at once.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// The workload while it arrives, then the result while it is
-	// collected, count toward the buffer budget as a connection's buffers
-	// do. An HTTP request is not evicted for others (it has its own time
-	// limit), but its growth may evict a larger holder.
 	if headerSize(r) > s.httpOpts.MaxHeader {
 		w.Header().Set("Connection", "close") // the body, if any, is not read
 		http.Error(w, fmt.Sprintf("request header over %d bytes", s.httpOpts.MaxHeader), http.StatusRequestHeaderFieldsTooLarge)
 		return
 	}
+	// The workload while it arrives, then the result while it is
+	// collected, count toward the buffer budget as a connection's buffers
+	// do. An HTTP request is not evicted for others (it has its own time
+	// limit), but its growth may evict a larger holder.
 	var acct engine.BufferAccount
 	acct.Bind(s.budget, nil)
 	defer acct.Set(0)
