@@ -74,7 +74,7 @@ bench-compare: deps build bench-persist ## gearshard vs Debian's gearmand, stand
 	./$(BIN) bench suite --rounds 3 -o bench/RESULTS.md
 	@{ echo; echo '## Go benchmarks: engine hot path and shard scaling'; echo; \
 	   echo 'Reproduce: `go test -run ^$$ -bench . -benchmem ./engine/ ./wire/`'; echo; echo '```'; \
-	   $(GO) test -run '^$$' -bench 'JobCycle|GrabRotation|Backlog|ShardsParallel|AdminStatus|Decode|Append' -benchmem -count 3 ./engine/ ./wire/ | grep -E '^(Benchmark|cpu|goos)'; \
+	   $(GO) test -run '^$$' -bench 'JobCycle|GrabRotation|Backlog|Drain|ShardsParallel|AdminStatus|Decode|Append' -benchmem -count 3 ./engine/ ./wire/ | grep -E '^(Benchmark|cpu|goos)'; \
 	   echo '```'; echo; bench/engine-scaling.sh $(GO) 5; \
 	   cat bench/limits.md bench/persist.md bench/persist-table.md; } >> bench/RESULTS.md
 	@echo "wrote bench/RESULTS.md"
