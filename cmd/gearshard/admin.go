@@ -28,6 +28,7 @@ type AdminCmd struct {
 	Workers        bool          `help:"Workers for the server."`
 	Shutdown       bool          `help:"Shutdown server (from loopback only)."`
 	Timeout        time.Duration `default:"10s" help:"Give up on the server after this long."`
+	TLS            toolTLS       `embed:""`
 }
 
 // commands lists the admin lines to send, in the order gearadmin runs
@@ -63,10 +64,14 @@ func (c *AdminCmd) Run(std *stdio) error {
 	if len(cmds) == 0 {
 		return usagef("admin: give at least one action (--status, --workers, ...); see --help")
 	}
-	addr := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
-	conn, err := net.DialTimeout("tcp", addr, c.Timeout)
+	tlsCfg, err := c.TLS.config()
 	if err != nil {
-		return fmt.Errorf("could not connect to %s: %w", addr, err)
+		return err
+	}
+	addr := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+	conn, err := dialServer(addr, c.Timeout, tlsCfg)
+	if err != nil {
+		return err
 	}
 	defer conn.Close()
 	r := bufio.NewReader(conn)

@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -65,10 +66,10 @@ func jobServers(host string, port int) ([]string, error) {
 	return addrs, nil
 }
 
-func dialGearman(addr string, timeout time.Duration) (*gearmanConn, error) {
-	c, err := net.DialTimeout("tcp", addr, dialTimeout)
+func dialGearman(addr string, timeout time.Duration, tlsCfg *tls.Config) (*gearmanConn, error) {
+	c, err := dialServer(addr, dialTimeout, tlsCfg)
 	if err != nil {
-		return nil, fmt.Errorf("could not connect to %s: %w", addr, err)
+		return nil, err
 	}
 	return &gearmanConn{c: c, timeout: timeout}, nil
 }
@@ -165,6 +166,7 @@ type ClientCmd struct {
 	Prefix    bool     `short:"P" help:"Prefix all output with the function name (\"FUNC: \")."`
 	Suppress  bool     `short:"s" help:"Send a job with an empty workload without reading standard input."`
 	Unique    string   `short:"u" placeholder:"UNIQUE" help:"Unique key to use for jobs."`
+	TLS       toolTLS  `embed:""`
 	Data      []string `arg:"" optional:"" help:"Workloads, one job each (default: standard input)."`
 }
 
@@ -201,10 +203,14 @@ func (c *ClientCmd) Run(std *stdio) error {
 	if err != nil {
 		return err
 	}
+	tlsCfg, err := c.TLS.config()
+	if err != nil {
+		return err
+	}
 	// The first server that answers takes every job.
 	var g *gearmanConn
 	for _, addr := range servers {
-		if g, err = dialGearman(addr, time.Duration(c.Timeout)*time.Millisecond); err == nil {
+		if g, err = dialGearman(addr, time.Duration(c.Timeout)*time.Millisecond, tlsCfg); err == nil {
 			break
 		}
 	}
@@ -374,6 +380,7 @@ type WorkerCmd struct {
 	Lines     bool     `short:"n" help:"Send a data packet for each line of the command's output."`
 	LinesStrp bool     `short:"N" name:"lines-strip" help:"Same as -n, but strip off the newline."`
 	ID        string   `name:"id" help:"Client id to set (SET_CLIENT_ID), shown by admin workers."`
+	TLS       toolTLS  `embed:""`
 	Command   []string `arg:"" optional:"" passthrough:"partial" help:"Command to run per job, workload on stdin; without one the workload is printed."`
 }
 
@@ -396,7 +403,11 @@ func (w *WorkerCmd) Run(std *stdio) error {
 	if err != nil {
 		return err
 	}
-	p := &workerPool{cmd: w, std: std, quit: make(chan struct{})}
+	tlsCfg, err := w.TLS.config()
+	if err != nil {
+		return err
+	}
+	p := &workerPool{cmd: w, std: std, tls: tlsCfg, quit: make(chan struct{})}
 	p.lastJob.Store(time.Now().UnixNano())
 	var links sync.WaitGroup
 	for _, addr := range servers {
@@ -438,8 +449,9 @@ func (w *WorkerCmd) Run(std *stdio) error {
 type workerPool struct {
 	cmd  *WorkerCmd
 	std  *stdio
-	turn sync.Mutex // held to grab and run a job: one at a time
-	done int        // jobs run, under turn
+	tls  *tls.Config // nil: plaintext
+	turn sync.Mutex  // held to grab and run a job: one at a time
+	done int         // jobs run, under turn
 
 	lastJob  atomic.Int64 // unix nanoseconds when the last job ended (or the worker started)
 	quit     chan struct{}
@@ -466,7 +478,7 @@ func (p *workerPool) serve(addr string) {
 	wait := reconnectFirst
 	down := false
 	for {
-		g, err := dialGearman(addr, 0)
+		g, err := dialGearman(addr, 0, p.tls)
 		if err == nil {
 			if down {
 				fmt.Fprintf(p.std.Err, "gearshard: connected to %s again\n", addr)

@@ -34,6 +34,12 @@ type gmEnv struct {
 
 func newGMEnv(t *testing.T) *gmEnv {
 	t.Helper()
+	return newGMEnvServing(t, nil)
+}
+
+// newGMEnvServing is newGMEnv with the server's flags changed by mod.
+func newGMEnvServing(t *testing.T, mod func(*ServeCmd)) *gmEnv {
+	t.Helper()
 	e := &gmEnv{stop: make(chan struct{})}
 	t.Cleanup(func() {
 		e.halt()
@@ -47,7 +53,7 @@ func newGMEnv(t *testing.T) *gmEnv {
 			}
 		}
 	})
-	e.testServer = startServer(t, nil)
+	e.testServer = startServer(t, mod)
 	return e
 }
 

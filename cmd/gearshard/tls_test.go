@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -250,5 +251,52 @@ func TestTLSListenIPv6(t *testing.T) {
 	}
 	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "OK "+Version+"\n" {
 		t.Fatalf("version over TLS on ::1: %q, %v", line, err)
+	}
+}
+
+// TestToolsOverTLS: admin, client and worker take -S as gearadmin and
+// gearman do, verify the server's certificate, and show a client
+// certificate given by flags or by libgearman's environment variables.
+func TestToolsOverTLS(t *testing.T) {
+	p := newPKI(t)
+	e := newGMEnvServing(t, func(c *ServeCmd) {
+		c.SSL, c.SSLCertificate, c.SSLKey, c.SSLCAFile = true, p.certFile, p.keyF, p.caFile
+	})
+	withTLS := func(args ...string) []string {
+		return append([]string{"-S", "--ssl-ca-file", p.caFile, "--ssl-certificate", p.clientCert, "--ssl-key", p.clientKey}, args...)
+	}
+	w := e.start("worker", withTLS("-f", "reverse", "-c", "1", "--", "rev")...)
+	e.client(t, withTLS("-f", "reverse", "hello")...).expect(t, 0, "olleh", "")
+	w.expect(t, 0, "", "")
+	e.start("admin", withTLS("--status")...).expect(t, 0, "reverse\t0\t0\t0\n.\n", "")
+
+	// The files from the environment, as libgearman reads them.
+	t.Setenv("GEARMAND_CA_CERTIFICATE", p.caFile)
+	t.Setenv("GEARMAN_CLIENT_PEM", p.clientCert)
+	t.Setenv("GEARMAN_CLIENT_KEY", p.clientKey)
+	e.start("admin", "-S", "--getpid").expect(t, 0, strconv.Itoa(os.Getpid())+"\n", "")
+
+	_, _, otherCA := makeCA(t, "not the server's CA")
+	otherCAFile := filepath.Join(t.TempDir(), "other-ca.pem")
+	if err := os.WriteFile(otherCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: otherCA}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plain := newGMEnv(t)
+	for _, tc := range []struct {
+		name   string
+		run    *goRun
+		code   int
+		stderr string
+	}{
+		{"server certificate from another CA", e.start("admin", "-S", "--ssl-ca-file", otherCAFile, "--getpid"), 1, "certificate signed by unknown authority"},
+		{"no client certificate", e.start("admin", "-S", "--ssl-certificate", "", "--ssl-key", "", "--getpid"), 1, "certificate required"},
+		{"plaintext to the TLS port", e.start("admin", "--getpid"), 1, "getpid: "},
+		{"TLS to a plaintext port", plain.start("admin", "-S", "--getpid"), 1, "first record does not look like a TLS handshake"},
+		{"certificate without its key", e.start("client", "-S", "--ssl-key", "", "-f", "reverse", "x"), 2, "--ssl-certificate and --ssl-key go together"},
+		{"no CA certificate in the file", e.start("worker", "-S", "--ssl-ca-file", p.clientKey, "-f", "reverse"), 2, "no PEM certificate"},
+	} {
+		if code := tc.run.wait(t); code != tc.code || !strings.Contains(tc.run.stderr.String(), tc.stderr) {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d and %q", tc.name, code, tc.run.stderr.String(), tc.code, tc.stderr)
+		}
 	}
 }
