@@ -51,10 +51,13 @@ func (f *toolTLS) config() (*tls.Config, error) {
 }
 
 // dialServer connects to addr, over TLS when cfg is set, the handshake
-// included in the timeout so that its errors are reported as the
-// connection's.
+// included in the timeout (none when not positive) so that its errors are
+// reported as the connection's.
 func dialServer(addr string, timeout time.Duration, cfg *tls.Config) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	}
 	defer cancel()
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
