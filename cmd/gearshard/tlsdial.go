@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -50,26 +49,17 @@ func (f *toolTLS) config() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// dialServer connects to addr, over TLS when cfg is set, the handshake
-// included in the timeout (none when not positive) so that its errors are
-// reported as the connection's.
+// dialServer connects to addr, over TLS when cfg is set; the timeout (none
+// when zero) bounds the handshake too, and tls.Dialer verifies the host
+// name of addr.
 func dialServer(addr string, timeout time.Duration, cfg *tls.Config) (net.Conn, error) {
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-	}
-	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err == nil && cfg != nil {
-		host, _, _ := net.SplitHostPort(addr)
-		cfg = cfg.Clone()
-		cfg.ServerName = host
-		tc := tls.Client(c, cfg)
-		if err = tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-		}
-		c = tc
+	d := &net.Dialer{Timeout: max(timeout, 0)}
+	var c net.Conn
+	var err error
+	if cfg != nil {
+		c, err = (&tls.Dialer{NetDialer: d, Config: cfg}).Dial("tcp", addr)
+	} else {
+		c, err = d.Dial("tcp", addr)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("could not connect to %s: %w", addr, err)
