@@ -40,17 +40,25 @@ func newJobCycle(b *testing.B, e *Engine, fn string, payload int) *jobCycle {
 	return jc
 }
 
-func (jc *jobCycle) run() {
-	jc.e.Handle(&jc.tr, jc.c, jc.submit)
-	jc.e.Handle(&jc.tr, jc.w, jc.grab)
-	// The worker answers with the handle it was given.
-	jc.w.WriteOutput(func(out []byte) int {
+// grabAndComplete has worker w take a job and answer it with complete, the
+// way the event loops drive the engine; handle keeps its buffer between
+// calls. It returns the type of the reply to the grab.
+func grabAndComplete(e *Engine, tr *Turn, w *Session, grab, complete *wire.Packet, handle *[]byte) wire.Type {
+	e.Handle(tr, w, grab)
+	var got wire.Type
+	w.WriteOutput(func(out []byte) int {
 		p, _, _ := wire.Decode(out, wire.DefaultMaxPacket)
-		jc.handleBuf = append(jc.handleBuf[:0], p.Field[0]...)
+		got, *handle = p.Type, append((*handle)[:0], p.Field[0]...)
 		return len(out)
 	})
-	jc.complete.Field[0] = jc.handleBuf
-	jc.e.Handle(&jc.tr, jc.w, &jc.complete)
+	complete.Field[0] = *handle
+	e.Handle(tr, w, complete)
+	return got
+}
+
+func (jc *jobCycle) run() {
+	jc.e.Handle(&jc.tr, jc.c, jc.submit)
+	grabAndComplete(jc.e, &jc.tr, jc.w, jc.grab, &jc.complete, &jc.handleBuf)
 	jc.c.discardOutput()
 	jc.tr.Reset()
 }
@@ -95,14 +103,7 @@ func BenchmarkGrabRotation(b *testing.B) {
 	var handle []byte
 	cycle := func(i int) {
 		e.Handle(&tr, c, submits[i%funcs])
-		e.Handle(&tr, w, grab)
-		w.WriteOutput(func(out []byte) int {
-			p, _, _ := wire.Decode(out, wire.DefaultMaxPacket)
-			handle = append(handle[:0], p.Field[0]...)
-			return len(out)
-		})
-		complete.Field[0] = handle
-		e.Handle(&tr, w, &complete)
+		grabAndComplete(e, &tr, w, grab, &complete, &handle)
 		c.discardOutput()
 		tr.Reset()
 	}
@@ -225,18 +226,9 @@ func BenchmarkDrain(b *testing.B) {
 					left = depth
 					b.StartTimer()
 				}
-				e.Handle(&tr, w, grab)
-				var got wire.Type
-				w.WriteOutput(func(out []byte) int {
-					p, _, _ := wire.Decode(out, wire.DefaultMaxPacket)
-					got, handle = p.Type, append(handle[:0], p.Field[0]...)
-					return len(out)
-				})
-				if got != wire.JobAssign {
+				if got := grabAndComplete(e, &tr, w, grab, &complete, &handle); got != wire.JobAssign {
 					b.Fatalf("GRAB_JOB with %d queued: %v", left, got)
 				}
-				complete.Field[0] = handle
-				e.Handle(&tr, w, &complete)
 				tr.Reset()
 				left--
 			}
